@@ -2,3 +2,4 @@
 //! the collector its vendor runs.
 
 pub mod payload;
+pub mod privacy;
