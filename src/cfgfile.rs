@@ -1,0 +1,812 @@
+//! The server.cfg file format, read the way upstream Kopano's ECConfigImpl
+//! reads it: `key = value` lines, `#` comments in the first column,
+//! `!include` / `!propmap` directives and `$VARIABLE` values. This module
+//! knows nothing about which keys exist; it returns every entry in file order
+//! together with where it came from, and `settings` gives them meaning.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where a line came from, shown as `file:line` in every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based, as editors count.
+    pub line: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One `key = value` line, after trimming and `$VARIABLE` substitution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub location: Location,
+}
+
+/// Everything that makes a configuration unusable. Each message names the
+/// file (and line, where there is one) and says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}; check the path given with -c/--config and its permissions", path.display())]
+    Read { path: PathBuf, source: io::Error },
+
+    #[error("{location}: cannot include {}: {source}; fix the !include path (a relative path starts at the including file's directory)", path.display())]
+    Include {
+        location: Location,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error("{location}: !include without a file name; write `!include PATH` or remove the line")]
+    IncludeWithoutPath { location: Location },
+
+    #[error("{location}: !include {} is an include cycle (that file is already being read); remove this !include", path.display())]
+    IncludeCycle { location: Location, path: PathBuf },
+
+    #[error("{location}: {} was already included at {first}; a file is read only once, remove one of the !include lines", path.display())]
+    IncludedTwice {
+        location: Location,
+        path: PathBuf,
+        first: Location,
+    },
+
+    #[error("{location}: {key} takes its value from environment variable {variable:?}, which is not set; set it in the service's environment or write the value directly")]
+    UnsetVariable {
+        location: Location,
+        key: String,
+        variable: String,
+    },
+
+    /// A value that the settings layer cannot accept.
+    #[error("{key}: {value:?} {problem} (at {location}); {hint}")]
+    Invalid {
+        location: Location,
+        key: &'static str,
+        value: String,
+        problem: String,
+        hint: String,
+    },
+}
+
+impl ConfigError {
+    /// The line the error is about; `None` when the file itself could not
+    /// be read. Used to point at the culprit in status lines.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Include { location, .. }
+            | ConfigError::IncludeWithoutPath { location }
+            | ConfigError::IncludeCycle { location, .. }
+            | ConfigError::IncludedTwice { location, .. }
+            | ConfigError::UnsetVariable { location, .. }
+            | ConfigError::Invalid { location, .. } => Some(location),
+        }
+    }
+}
+
+/// Looks up an environment variable for `$NAME` values.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment. Names that the OS cannot hold (empty, or with
+/// `=` or NUL) are simply unset: std may panic on them and a config file
+/// must never make us panic.
+pub fn process_env(name: &str) -> Option<String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return None;
+    }
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// A parsed configuration file with everything it included.
+#[derive(Debug, Clone, Default)]
+pub struct CfgFile {
+    entries: Vec<Entry>,
+    warnings: Vec<String>,
+    files: Vec<PathBuf>,
+}
+
+impl CfgFile {
+    /// Reads `path` (and its includes) with `$NAME` taken from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<CfgFile, ConfigError> {
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// Reads `path` (and its includes), looking `$NAME` values up in `env`.
+    pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<CfgFile, ConfigError> {
+        let mut loader = Loader::new(env);
+        let canonical = open_target(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = std::fs::read(&canonical).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        loader.read_bytes(&bytes, path, canonical)?;
+        Ok(loader.finish())
+    }
+
+    /// Parses `text` as if it were the file `origin`; includes are resolved
+    /// relative to `origin`'s directory. `origin` need not exist.
+    pub fn parse_str(
+        text: &str,
+        origin: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<CfgFile, ConfigError> {
+        let mut loader = Loader::new(env);
+        let canonical = origin
+            .canonicalize()
+            .unwrap_or_else(|_| origin.to_path_buf());
+        loader.read_bytes(text.as_bytes(), origin, canonical)?;
+        Ok(loader.finish())
+    }
+
+    /// The effective entry for `key`: the last one, as upstream lets a later
+    /// line override an earlier one.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.key == key)
+    }
+
+    /// Every entry in the order read, includes spliced in where they appear,
+    /// overridden ones included.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Things that do not stop loading but deserve the admin's attention,
+    /// each naming file:line.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The files read, main file first, then includes in the order opened.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+/// Resolves `path` to its canonical form, refusing anything but a regular
+/// file: upstream does the same, and it keeps a stray `!include /dev/zero`
+/// or a FIFO from hanging the daemon.
+fn open_target(path: &Path) -> io::Result<PathBuf> {
+    let canonical = path.canonicalize()?;
+    if !canonical.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(canonical)
+}
+
+/// State of one load: the files being read (for cycle detection) and those
+/// finished (to refuse reading one twice).
+struct Loader<'a> {
+    env: EnvLookup<'a>,
+    entries: Vec<Entry>,
+    warnings: Vec<String>,
+    files: Vec<PathBuf>,
+    /// Canonical paths of the files currently open, outermost first.
+    stack: Vec<PathBuf>,
+    /// Canonical path of every included file -> the `!include` that read it.
+    included_at: HashMap<PathBuf, Location>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(env: EnvLookup<'a>) -> Self {
+        Loader {
+            env,
+            entries: Vec::new(),
+            warnings: Vec::new(),
+            files: Vec::new(),
+            stack: Vec::new(),
+            included_at: HashMap::new(),
+        }
+    }
+
+    fn finish(self) -> CfgFile {
+        CfgFile {
+            entries: self.entries,
+            warnings: self.warnings,
+            files: self.files,
+        }
+    }
+
+    /// Parses one file's contents. `shown` is the path used in messages (as
+    /// the user or the `!include` line wrote it); `canonical` identifies the
+    /// file and anchors relative includes, as upstream resolves them against
+    /// the real path of the including file.
+    fn read_bytes(
+        &mut self,
+        bytes: &[u8],
+        shown: &Path,
+        canonical: PathBuf,
+    ) -> Result<(), ConfigError> {
+        self.files.push(shown.to_path_buf());
+        let dir = match canonical.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        self.stack.push(canonical);
+
+        // Upstream splits with fgets, so only '\n' ends a line; a CR before it
+        // is removed by the trimming below.
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let location = Location {
+                file: shown.to_path_buf(),
+                line: index + 1,
+            };
+            // A comment may hold anything (an admin's Latin-1 umlaut, say),
+            // so it is skipped before the bytes are even decoded.
+            if raw.first() == Some(&b'#') {
+                continue;
+            }
+            let line = match std::str::from_utf8(raw) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => {
+                    self.warnings.push(format!(
+                        "{location}: line is not valid UTF-8; invalid bytes were replaced by U+FFFD"
+                    ));
+                    String::from_utf8_lossy(raw)
+                }
+            };
+            self.read_line(&line, &dir, location)?;
+        }
+
+        self.stack.pop();
+        Ok(())
+    }
+
+    fn read_line(&mut self, line: &str, dir: &Path, location: Location) -> Result<(), ConfigError> {
+        let trimmed = trim(line);
+        if trimmed.is_empty() {
+            return Ok(());
+        }
+        // Directives, like comments, count only in the first column (upstream
+        // checks `line[0]`).
+        if let Some(directive) = line.strip_prefix('!') {
+            return self.read_directive(directive, dir, location);
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            let what = if trimmed.starts_with('#') {
+                "`#` starts a comment only in the first column"
+            } else {
+                "line has no `=`"
+            };
+            self.warnings
+                .push(format!("{location}: {what}; line ignored"));
+            return Ok(());
+        };
+        let (key, value) = (trim(key), trim(value));
+        if key.is_empty() {
+            self.warnings.push(format!(
+                "{location}: line has no key before `=`; line ignored"
+            ));
+            return Ok(());
+        }
+        if key.starts_with('#') {
+            // Upstream reads `  # a = b` as the key "# a"; we do the same so a
+            // file means what it meant to kopano-server, but say so.
+            self.warnings.push(format!(
+                "{location}: `#` starts a comment only in the first column; this line sets the key {key:?}"
+            ));
+        }
+        let value = match value.strip_prefix('$') {
+            Some(variable) => (self.env)(variable).ok_or_else(|| ConfigError::UnsetVariable {
+                location: location.clone(),
+                key: key.to_string(),
+                variable: variable.to_string(),
+            })?,
+            None => value.to_string(),
+        };
+        self.entries.push(Entry {
+            key: key.to_string(),
+            value,
+            location,
+        });
+        Ok(())
+    }
+
+    fn read_directive(
+        &mut self,
+        directive: &str,
+        dir: &Path,
+        location: Location,
+    ) -> Result<(), ConfigError> {
+        let (name, argument) = match directive.find([' ', '\t']) {
+            Some(at) => (&directive[..at], trim(&directive[at..])),
+            None => (trim(directive), ""),
+        };
+        match name {
+            "include" => self.include(argument, dir, location),
+            // Only the LDAP plugin reads property maps; they hold no settings
+            // of ours, so the file is not even opened.
+            "propmap" => Ok(()),
+            _ => {
+                self.warnings.push(format!(
+                    "{location}: unknown directive !{name}; line ignored"
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    fn include(
+        &mut self,
+        argument: &str,
+        dir: &Path,
+        location: Location,
+    ) -> Result<(), ConfigError> {
+        if argument.is_empty() {
+            return Err(ConfigError::IncludeWithoutPath { location });
+        }
+        let path = dir.join(argument);
+        let canonical = open_target(&path).map_err(|source| ConfigError::Include {
+            location: location.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        if self.stack.contains(&canonical) {
+            return Err(ConfigError::IncludeCycle { location, path });
+        }
+        if let Some(first) = self.included_at.get(&canonical) {
+            return Err(ConfigError::IncludedTwice {
+                location,
+                path,
+                first: first.clone(),
+            });
+        }
+        self.included_at.insert(canonical.clone(), location.clone());
+        let bytes = std::fs::read(&canonical).map_err(|source| ConfigError::Include {
+            location,
+            path: path.clone(),
+            source,
+        })?;
+        self.read_bytes(&bytes, &path, canonical)
+    }
+}
+
+/// Upstream trims exactly these four characters, no other white space.
+fn trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\r', '\n'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> CfgFile {
+        CfgFile::parse_str(text, Path::new("/nonexistent/test.cfg"), &no_env).unwrap()
+    }
+
+    fn value<'a>(cfg: &'a CfgFile, key: &str) -> &'a str {
+        &cfg.get(key)
+            .unwrap_or_else(|| panic!("{key} missing"))
+            .value
+    }
+
+    fn kopano_testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/testdata/kopano")
+            .join(name)
+    }
+
+    #[test]
+    fn splits_at_first_equals_and_trims_space_tab_cr() {
+        let cfg = parse("a = b=c\n\tkey\t=\t two words \t\r\nempty =\n");
+        assert_eq!(value(&cfg, "a"), "b=c");
+        assert_eq!(value(&cfg, "key"), "two words");
+        assert_eq!(value(&cfg, "empty"), "");
+        assert!(cfg.warnings().is_empty());
+    }
+
+    #[test]
+    fn quotes_and_hashes_inside_values_are_kept() {
+        let cfg = parse("a = \"quoted\" # not a comment\nb='x'\n");
+        assert_eq!(value(&cfg, "a"), "\"quoted\" # not a comment");
+        assert_eq!(value(&cfg, "b"), "'x'");
+    }
+
+    #[test]
+    fn hash_in_first_column_is_a_comment() {
+        let cfg = parse("#a = 1\n# b = 2\n#!include nowhere\nc = 3\n");
+        assert!(cfg.get("a").is_none() && cfg.get("#a").is_none());
+        assert_eq!(cfg.entries().len(), 1);
+        assert!(cfg.warnings().is_empty());
+    }
+
+    // Upstream checks only the first byte for `#`, so an indented `# x = 1`
+    // is the key "# x". The real Kopano files have no indented lines, so being
+    // faithful costs nothing there and keeps every file meaning what it meant
+    // to kopano-server; a warning points out the surprise.
+    #[test]
+    fn indented_hash_is_not_a_comment_and_warns() {
+        let cfg = parse("  # x = 1\n\t# just text\n");
+        assert_eq!(value(&cfg, "# x"), "1");
+        assert_eq!(cfg.warnings().len(), 2);
+        assert!(
+            cfg.warnings()[0].contains("test.cfg:1"),
+            "{:?}",
+            cfg.warnings()
+        );
+        assert!(
+            cfg.warnings()[1].contains("test.cfg:2"),
+            "{:?}",
+            cfg.warnings()
+        );
+        assert!(cfg.warnings()[1].contains("first column"));
+    }
+
+    #[test]
+    fn blank_lines_are_silent_and_lines_without_equals_warn_with_location() {
+        let cfg = parse("\n   \n\t\r\nno equals here\nk = v\n");
+        assert_eq!(cfg.warnings().len(), 1, "{:?}", cfg.warnings());
+        assert!(cfg.warnings()[0].starts_with("/nonexistent/test.cfg:4:"));
+        assert_eq!(value(&cfg, "k"), "v");
+    }
+
+    #[test]
+    fn empty_key_is_ignored_with_warning() {
+        let cfg = parse(" = v\n");
+        assert!(cfg.entries().is_empty());
+        assert!(cfg.warnings()[0].contains("test.cfg:1"));
+    }
+
+    #[test]
+    fn later_key_wins_and_all_entries_are_kept() {
+        let cfg = parse("k = first\nother = x\nk = second\n");
+        assert_eq!(value(&cfg, "k"), "second");
+        assert_eq!(cfg.get("k").unwrap().location.line, 3);
+        let all: Vec<_> = cfg.entries().iter().map(|e| e.value.as_str()).collect();
+        assert_eq!(all, ["first", "x", "second"]);
+    }
+
+    #[test]
+    fn location_displays_as_file_colon_line() {
+        let cfg = parse("\n\nk = v\n");
+        assert_eq!(
+            cfg.get("k").unwrap().location.to_string(),
+            "/nonexistent/test.cfg:3"
+        );
+    }
+
+    #[test]
+    fn dollar_value_comes_from_environment() {
+        let env = |name: &str| (name == "DB_PASS").then(|| "s3cret".to_string());
+        let cfg =
+            CfgFile::parse_str("pw = $DB_PASS\nplain = a$b\n", Path::new("x.cfg"), &env).unwrap();
+        assert_eq!(value(&cfg, "pw"), "s3cret");
+        assert_eq!(value(&cfg, "plain"), "a$b");
+    }
+
+    #[test]
+    fn unset_environment_variable_is_an_error_naming_file_line_and_variable() {
+        let err = CfgFile::parse_str(
+            "\npw = $NOT_SET_ANYWHERE\n",
+            Path::new("/etc/s.cfg"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::UnsetVariable { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/s.cfg:2"), "{msg}");
+        assert!(msg.contains("NOT_SET_ANYWHERE"), "{msg}");
+        assert_eq!(err.location().unwrap().line, 2);
+    }
+
+    #[test]
+    fn process_env_refuses_names_the_os_cannot_hold() {
+        assert_eq!(process_env(""), None);
+        assert_eq!(process_env("A=B"), None);
+        assert_eq!(process_env("A\0B"), None);
+        assert!(process_env("PATH").is_some());
+    }
+
+    #[test]
+    fn unknown_directive_warns_and_propmap_is_ignored() {
+        let cfg = parse("!frobnicate x\n!propmap /does/not/exist.cfg\nk = v\n");
+        assert_eq!(cfg.warnings().len(), 1, "{:?}", cfg.warnings());
+        assert!(cfg.warnings()[0].contains("test.cfg:1"));
+        assert!(cfg.warnings()[0].contains("!frobnicate"));
+        assert_eq!(cfg.files().len(), 1);
+    }
+
+    #[test]
+    fn include_is_relative_to_including_file_and_spliced_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(
+            dir.path().join("main.cfg"),
+            "k = before\n!include sub/inc.cfg\nafter = 1\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("sub/inc.cfg"),
+            "k = included\n!include deeper.cfg\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("sub/deeper.cfg"), "deep = yes\n").unwrap();
+        let cfg = CfgFile::load_with_env(&dir.path().join("main.cfg"), &no_env).unwrap();
+        assert_eq!(value(&cfg, "k"), "included");
+        assert_eq!(value(&cfg, "deep"), "yes");
+        let keys: Vec<_> = cfg.entries().iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["k", "k", "deep", "after"]);
+        let inc = &cfg.get("k").unwrap().location;
+        assert!(inc.file.ends_with("sub/inc.cfg") && inc.line == 1, "{inc}");
+        assert_eq!(cfg.files().len(), 3);
+    }
+
+    #[test]
+    fn parse_str_resolves_includes_against_origin_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("inc.cfg"), "x = 1\n").unwrap();
+        let cfg = CfgFile::parse_str(
+            "!include inc.cfg\n",
+            &dir.path().join("virtual.cfg"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(value(&cfg, "x"), "1");
+    }
+
+    #[test]
+    fn include_cycle_is_an_error_naming_file_line() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.cfg"), "x = 1\n!include b.cfg\n").unwrap();
+        fs::write(dir.path().join("b.cfg"), "\n\n!include a.cfg\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("a.cfg"), &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::IncludeCycle { .. }), "{err}");
+        assert!(err.to_string().contains("b.cfg:3"), "{err}");
+    }
+
+    #[test]
+    fn file_including_itself_is_a_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.cfg"), "!include ./a.cfg\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("a.cfg"), &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::IncludeCycle { .. }), "{err}");
+        assert!(err.to_string().contains("a.cfg:1"), "{err}");
+    }
+
+    #[test]
+    fn same_file_included_twice_is_an_error_naming_both_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.cfg"), "!include c.cfg\n!include b.cfg\n").unwrap();
+        // Reached through a different spelling: identity is the real path.
+        fs::write(
+            dir.path().join("b.cfg"),
+            "!include ../{}/c.cfg\n"
+                .replace("{}", dir.path().file_name().unwrap().to_str().unwrap()),
+        )
+        .unwrap();
+        fs::write(dir.path().join("c.cfg"), "x = 1\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("a.cfg"), &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::IncludedTwice { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("b.cfg:1"), "{msg}");
+        assert!(msg.contains("a.cfg:1"), "{msg}");
+    }
+
+    #[test]
+    fn missing_include_names_line_path_and_os_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.cfg"), "k = v\n!include missing.cfg\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("a.cfg"), &no_env).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a.cfg:2") && msg.contains("missing.cfg"),
+            "{msg}"
+        );
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+
+    #[test]
+    fn include_without_path_is_an_error() {
+        let err = CfgFile::parse_str("!include\t \n", Path::new("x.cfg"), &no_env).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::IncludeWithoutPath { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("x.cfg:1"));
+    }
+
+    #[test]
+    fn including_a_directory_or_device_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for target in [".", "/dev/zero"] {
+            let err = CfgFile::parse_str(
+                &format!("!include {target}\n"),
+                &dir.path().join("x.cfg"),
+                &no_env,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_error_names_path_and_os_error() {
+        let err = CfgFile::load(Path::new("/nonexistent/surveyd.cfg")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/surveyd.cfg"), "{msg}");
+        assert!(msg.contains("No such file or directory"), "{msg}");
+        assert!(err.location().is_none());
+    }
+
+    #[test]
+    fn invalid_utf8_is_decoded_lossily_with_warning_but_not_in_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.cfg");
+        fs::write(&path, b"# Gr\xfc\xdfe\nname = M\xfcller\n").unwrap();
+        let cfg = CfgFile::load_with_env(&path, &no_env).unwrap();
+        assert_eq!(value(&cfg, "name"), "M\u{fffd}ller");
+        assert_eq!(cfg.warnings().len(), 1);
+        assert!(
+            cfg.warnings()[0].contains("latin1.cfg:2"),
+            "{:?}",
+            cfg.warnings()
+        );
+    }
+
+    #[test]
+    fn real_kopano_server_2018_cfg_loads_with_upstream_values() {
+        let cfg = CfgFile::load(&kopano_testdata("server-2018.cfg")).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        // The README counts 89 active settings.
+        assert_eq!(cfg.entries().len(), 89);
+        assert_eq!(value(&cfg, "server_listen"), "*:236");
+        assert_eq!(value(&cfg, "threads"), "8"); // tabs on both sides of `=`
+        assert_eq!(value(&cfg, "attachment_storage"), "files"); // trailing space
+        assert_eq!(value(&cfg, "hide_system"), "yes"); // trailing space
+        assert_eq!(value(&cfg, "mysql_password"), ""); // `= ` and nothing else
+        assert_eq!(
+            value(&cfg, "server_ssl_ciphers"),
+            "ALL:!LOW:!SSLv2:!EXP:!aNULL"
+        );
+        assert_eq!(value(&cfg, "user_plugin"), "db");
+        assert_eq!(cfg.get("user_plugin").unwrap().location.line, 344);
+    }
+
+    #[test]
+    fn real_kopano_server_2021_cfg_loads_with_its_two_settings() {
+        let cfg = CfgFile::load(&kopano_testdata("server-2021.cfg")).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        let keys: Vec<_> = cfg.entries().iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["server_listen", "local_admin_users"]);
+        assert_eq!(value(&cfg, "server_listen"), "*%lo:236");
+        assert_eq!(value(&cfg, "local_admin_users"), "root kopano");
+    }
+
+    #[test]
+    fn real_propmap_file_parses_hex_keys() {
+        let cfg = CfgFile::load(&kopano_testdata("ldap.propmap.cfg")).unwrap();
+        assert_eq!(value(&cfg, "0x67B3101E"), "kopanoEnabledFeatures");
+        assert_eq!(value(&cfg, "0x6788001E"), "");
+    }
+
+    /// ldap-2018.cfg includes `/usr/share/kopano/ldap.openldap.cfg`, an
+    /// absolute path, so the test copies both into a temp dir and points the
+    /// include at the copy. Upstream's ldap.openldap.cfg has every setting
+    /// commented out (its only active line is `!propmap`), so the copy gets
+    /// one appended line to prove its keys arrive, in order, and that the
+    /// including file's later `ldap_host` overrides it as upstream intends.
+    fn ldap_with_relative_include(ldap_file: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let ldap = fs::read_to_string(kopano_testdata(ldap_file)).unwrap();
+        let absolute = "!include /usr/share/kopano/ldap.openldap.cfg";
+        assert!(ldap.contains(absolute));
+        let ldap = ldap.replacen(absolute, "!include openldap/ldap.openldap.cfg", 1);
+        fs::write(dir.path().join("ldap.cfg"), ldap).unwrap();
+        fs::create_dir(dir.path().join("openldap")).unwrap();
+        let mut included = fs::read_to_string(kopano_testdata("ldap.openldap.cfg")).unwrap();
+        included.push_str("ldap_host = from-included-file\nldap_only_in_include = 1\n");
+        fs::write(dir.path().join("openldap/ldap.openldap.cfg"), included).unwrap();
+        let main = dir.path().join("ldap.cfg");
+        (dir, main)
+    }
+
+    #[test]
+    fn real_kopano_ldap_2018_cfg_reads_its_include() {
+        let (_dir, main) = ldap_with_relative_include("ldap-2018.cfg");
+        let cfg = CfgFile::load_with_env(&main, &no_env).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        assert_eq!(cfg.files().len(), 2);
+        let from_include = cfg.get("ldap_only_in_include").unwrap();
+        assert_eq!(from_include.value, "1");
+        assert!(from_include
+            .location
+            .file
+            .ends_with("openldap/ldap.openldap.cfg"));
+        // ldap_host = localhost at line 13 comes after the include at line 9.
+        let host = cfg.get("ldap_host").unwrap();
+        assert_eq!((host.value.as_str(), host.location.line), ("localhost", 13));
+        let hosts: Vec<_> = cfg
+            .entries()
+            .iter()
+            .filter(|e| e.key == "ldap_host")
+            .map(|e| e.value.as_str())
+            .collect();
+        assert_eq!(hosts, ["from-included-file", "localhost"]);
+        assert_eq!(value(&cfg, "ldap_bind_user"), "");
+    }
+
+    #[test]
+    fn real_kopano_ldap_2021_cfg_reads_its_include() {
+        let (_dir, main) = ldap_with_relative_include("ldap-2021.cfg");
+        let cfg = CfgFile::load_with_env(&main, &no_env).unwrap();
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+        assert_eq!(value(&cfg, "ldap_only_in_include"), "1");
+        assert_eq!(value(&cfg, "ldap_uri"), "");
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config_text() -> impl Strategy<Value = String> {
+            let token = prop::sample::select(vec![
+                "=",
+                "#",
+                "!include ",
+                "!propmap ",
+                "!",
+                "$",
+                "$HOME",
+                "$UNSET_X",
+                "\n",
+                "\r",
+                "\t",
+                " ",
+                "a.cfg",
+                "b.cfg",
+                "sub/",
+                "../",
+                "/",
+                ".",
+                "surveyclient_interval",
+                "surveyclient_url",
+                "key",
+                "1",
+                "ü",
+                "\u{0}",
+            ]);
+            prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn arbitrary_bytes_load_without_panic(a in prop::collection::vec(any::<u8>(), 0..512),
+                                                   b in prop::collection::vec(any::<u8>(), 0..128)) {
+                let dir = tempfile::tempdir().unwrap();
+                fs::write(dir.path().join("a.cfg"), &a).unwrap();
+                fs::write(dir.path().join("b.cfg"), &b).unwrap();
+                let _ = CfgFile::load(&dir.path().join("a.cfg"));
+                let _ = crate::settings::Settings::load(&dir.path().join("a.cfg"));
+            }
+
+            #[test]
+            fn arbitrary_config_text_loads_without_panic(a in config_text(), b in config_text()) {
+                let dir = tempfile::tempdir().unwrap();
+                fs::create_dir(dir.path().join("sub")).unwrap();
+                fs::write(dir.path().join("a.cfg"), &a).unwrap();
+                fs::write(dir.path().join("b.cfg"), &b).unwrap();
+                fs::write(dir.path().join("sub/a.cfg"), &b).unwrap();
+                let _ = CfgFile::load(&dir.path().join("a.cfg"));
+                let _ = crate::settings::Settings::load(&dir.path().join("a.cfg"));
+            }
+        }
+    }
+}
