@@ -3,6 +3,13 @@
 
 pub mod audit;
 pub mod cfgfile;
+pub mod cli;
+pub mod facts;
+pub mod logging;
 pub mod payload;
 pub mod privacy;
+pub mod report;
+pub mod scheduler;
+pub mod service;
 pub mod settings;
+pub mod transport;

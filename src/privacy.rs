@@ -18,6 +18,14 @@ pub enum IdScheme {
 }
 
 impl IdScheme {
+    /// The `surveyclient_id_hash` value naming this scheme.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            IdScheme::App => "app",
+            IdScheme::Sha256 => "sha256",
+        }
+    }
+
     /// The value of the `id_scheme` field, so the collector knows what the
     /// hashes mean.
     pub fn wire_name(self) -> &'static str {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::cfgfile::{CfgFile, ConfigError, Entry};
 use crate::payload::FIELD_NAMES;
+use crate::privacy::IdScheme;
 
 /// Every key surveyd reads, in the order `Settings::effective` prints them.
 pub const KNOWN_KEYS: &[&str] = &[
@@ -84,25 +85,6 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Https(url) | Endpoint::Http(url) => write!(f, "{url}"),
             Endpoint::Unix { socket, .. } => write!(f, "unix:{}", socket.display()),
-        }
-    }
-}
-
-/// How identifiers are hashed before they leave the machine (DESIGN.md §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdHash {
-    /// systemd's app-specific machine id (HMAC-SHA256, keyed by the id).
-    App,
-    /// Plain SHA-256, what upstream's collector stores.
-    Sha256,
-}
-
-impl IdHash {
-    /// The config value naming this scheme.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdHash::App => "app",
-            IdHash::Sha256 => "sha256",
         }
     }
 }
@@ -193,7 +175,7 @@ pub struct Settings {
     pub audit_keep: u32,
     pub state_dir: PathBuf,
     pub machine_id_file: PathBuf,
-    pub id_hash: IdHash,
+    pub id_hash: IdScheme,
     pub app_id: [u8; 16],
     /// Field names (from `payload::FIELD_NAMES`) never collected or sent.
     pub omit: BTreeSet<String>,
@@ -222,7 +204,7 @@ impl Default for Settings {
             audit_keep: 10,
             state_dir: PathBuf::from("/var/lib/surveyd"),
             machine_id_file: PathBuf::from("/etc/machine-id"),
-            id_hash: IdHash::App,
+            id_hash: IdScheme::App,
             app_id: DEFAULT_APP_ID,
             omit: BTreeSet::new(),
             bucket_counts: false,
@@ -362,8 +344,9 @@ impl Settings {
 
     /// Every effective setting as `(key, value)`, in `KNOWN_KEYS` order, for
     /// `check-config`. Writing them back as `key = value` lines yields the
-    /// same settings, except that a non-empty `mysql_password` is masked and
-    /// a value that itself begins with `$` (only possible through a `$VAR`
+    /// same settings, except that a non-empty `mysql_password` and a static
+    /// `surveyclient_server_guid` (a raw identifier) are masked, and a value
+    /// that itself begins with `$` (only possible through a `$VAR`
     /// substitution) would be substituted again.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
         let seconds = |d: Duration| d.as_secs().to_string();
@@ -395,14 +378,25 @@ impl Settings {
                 "surveyclient_machine_id_file",
                 self.machine_id_file.display().to_string(),
             ),
-            ("surveyclient_id_hash", self.id_hash.as_str().to_string()),
+            (
+                "surveyclient_id_hash",
+                self.id_hash.config_name().to_string(),
+            ),
             ("surveyclient_app_id", hex::encode(self.app_id)),
             ("surveyclient_omit", omit.join(" ")),
             ("surveyclient_bucket_counts", yes_no(self.bucket_counts)),
             ("surveyclient_facts", facts.join("; ")),
             ("surveyclient_program_name", text(&self.program_name)),
             ("surveyclient_program_version", text(&self.program_version)),
-            ("surveyclient_server_guid", text(&self.server_guid)),
+            (
+                "surveyclient_server_guid",
+                // A raw identifier is never printed, not even to the admin:
+                // check-config output ends up in tickets and pastebins.
+                match &self.server_guid {
+                    Some(_) => "(set, not shown)".to_string(),
+                    None => String::new(),
+                },
+            ),
             ("user_plugin", text(&self.user_plugin)),
             ("attachment_storage", text(&self.attachment_storage)),
             ("mysql_host", self.mysql.host.clone()),
@@ -631,10 +625,10 @@ fn parse_endpoint(value: &str) -> Result<Endpoint, Problem> {
     })
 }
 
-fn parse_id_hash(value: &str) -> Result<IdHash, Problem> {
+fn parse_id_hash(value: &str) -> Result<IdScheme, Problem> {
     match value.to_ascii_lowercase().as_str() {
-        "app" => Ok(IdHash::App),
-        "sha256" => Ok(IdHash::Sha256),
+        "app" => Ok(IdScheme::App),
+        "sha256" => Ok(IdScheme::Sha256),
         _ => Err(Problem::new(
             "is not a hashing scheme",
             "write app or sha256",
@@ -783,7 +777,7 @@ mod tests {
         assert_eq!(s.audit_keep, 10);
         assert_eq!(s.state_dir, Path::new("/var/lib/surveyd"));
         assert_eq!(s.machine_id_file, Path::new("/etc/machine-id"));
-        assert_eq!(s.id_hash, IdHash::App);
+        assert_eq!(s.id_hash, IdScheme::App);
         assert_eq!(hex::encode(s.app_id), "187f157428b74898a629521121fa9f49");
         assert!(s.omit.is_empty() && s.facts.is_empty() && !s.bucket_counts);
         assert_eq!(
@@ -853,7 +847,7 @@ mod tests {
         assert_eq!((s.audit_max_size, s.audit_keep), (4096, 0));
         assert_eq!(s.state_dir, Path::new("/tmp/state"));
         assert_eq!(s.machine_id_file, Path::new("/tmp/mid"));
-        assert_eq!(s.id_hash, IdHash::Sha256);
+        assert_eq!(s.id_hash, IdScheme::Sha256);
         assert_eq!(hex::encode(s.app_id), "00112233445566778899aabbccddeeff");
         assert_eq!(
             s.omit.iter().collect::<Vec<_>>(),
@@ -1045,7 +1039,7 @@ mod tests {
     fn id_hash_accepts_app_and_sha256_only() {
         assert_eq!(
             settings("surveyclient_id_hash = SHA256\n").id_hash,
-            IdHash::Sha256
+            IdScheme::Sha256
         );
         let msg = error("surveyclient_id_hash = md5\n", 1);
         assert!(msg.contains("app or sha256"), "{msg}");
@@ -1225,10 +1219,22 @@ mod tests {
         let s = settings(
             "surveyclient_url = unix:/run/c.sock\nsurveyclient_interval = 0\nsurveyclient_ssl_verify = 0\n\
              surveyclient_app_id = 00112233-4455-6677-8899-aabbccddeeff\nsurveyclient_omit = utsname osrelease\n\
-             surveyclient_facts = command:/bin/f a  b; file:/x;kopano-mysql\nsurveyclient_server_guid = g\n\
+             surveyclient_facts = command:/bin/f a  b; file:/x;kopano-mysql\n\
              surveyclient_id_hash = sha256\nuser_plugin = ldap\nmysql_port = 1\nmysql_socket = /s\n",
         );
         assert_eq!(round_trip(&s), s);
+    }
+
+    #[test]
+    fn effective_output_never_shows_a_static_server_guid() {
+        let s = settings("surveyclient_server_guid = 0A1B2C3D4E5F60718293A4B5C6D7E8F9\n");
+        let shown: Vec<_> = s.effective();
+        let guid = shown
+            .iter()
+            .find(|(k, _)| *k == "surveyclient_server_guid")
+            .unwrap();
+        assert_eq!(guid.1, "(set, not shown)");
+        assert!(!format!("{shown:?}").contains("0A1B2C3D"));
     }
 
     #[test]

@@ -1,1 +1,5 @@
-fn main() {}
+//! `surveyd`: the daemon and its admin commands; see `surveyd --help`.
+
+fn main() -> std::process::ExitCode {
+    surveyd::cli::main()
+}

@@ -1,0 +1,213 @@
+//! One report, start to finish: collect the facts, build the payload, write
+//! it to the audit log (fsynced) and only then send it, record the result,
+//! and remember the time of the last success in the state dir.
+//!
+//! Both `surveyd send` and the service loop go through [`send`], so the
+//! rule "audited before sent" has exactly one implementation.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use crate::audit::{AuditError, AuditLog};
+use crate::facts;
+use crate::logging::REPORT_SENT_MESSAGE_ID;
+use crate::payload::{self, Payload, PayloadOptions};
+use crate::settings::Settings;
+use crate::transport::{self, Outgoing, Response, SendError};
+
+/// Name of the file in the state dir holding the last success, in seconds
+/// since the epoch.
+pub const LAST_SUCCESS_FILE: &str = "last-success";
+
+/// Name of the file in the state dir holding the start of the last attempt,
+/// so a crash-restart loop waits the error delay instead of re-sending.
+pub const LAST_ATTEMPT_FILE: &str = "last-attempt";
+
+/// The privacy options the settings ask for.
+pub fn payload_options(settings: &Settings) -> PayloadOptions {
+    PayloadOptions {
+        scheme: settings.id_hash,
+        app_id: settings.app_id,
+        bucket_counts: settings.bucket_counts,
+        omit: settings.omit.clone(),
+    }
+}
+
+/// Collects the facts and builds the payload the next report would send.
+pub async fn prepare(settings: &Settings) -> Payload {
+    let facts = facts::collect(settings, Path::new("/")).await;
+    payload::build(&facts, &payload_options(settings))
+}
+
+/// Opens the audit log the settings name, logging a torn-line recovery.
+pub fn open_audit(settings: &Settings) -> Result<AuditLog, AuditError> {
+    let (audit, recovery) = AuditLog::open(
+        &settings.audit_log,
+        settings.audit_max_size,
+        settings.audit_keep.into(),
+    )?;
+    if let Some(recovery) = recovery {
+        warn!(
+            "audit log {} ended in a torn line (a crash mid-write?): {} bytes set aside in {}, \
+             recorded as entry {}",
+            settings.audit_log.display(),
+            recovery.torn_bytes,
+            recovery.saved_to.display(),
+            recovery.seq
+        );
+    }
+    Ok(audit)
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Answered(Response),
+    Failed(SendError),
+    /// The service was asked to stop while the request was in flight.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Answered(response) if response.is_success())
+    }
+
+    /// One line for logs and `STATUS=`.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Answered(response) => format!("HTTP {}", response.status),
+            Outcome::Failed(err) => err.to_string(),
+            Outcome::Cancelled => "cancelled: shutting down".to_string(),
+        }
+    }
+}
+
+/// An attempt that was audited (and, unless cancelled, sent).
+#[derive(Debug)]
+pub struct Attempt {
+    pub seq: u64,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// Audits and sends one payload. An error means the send entry could not
+/// be written, and therefore nothing was sent. `cancel` completing aborts
+/// the request; the cancellation is audited like any other result.
+pub async fn send(
+    settings: &Settings,
+    audit: &mut AuditLog,
+    payload: &Payload,
+    cancel: impl Future<Output = ()>,
+) -> Result<Attempt, AuditError> {
+    let url = settings.url.to_string();
+    let seq = audit.append_send(&url, payload.as_bytes())?;
+    if !settings.ssl_verify && url.starts_with("https:") {
+        warn!("surveyclient_ssl_verify = no: the collector's certificate is not checked");
+    }
+    if let Err(err) = record_time(&settings.state_dir, LAST_ATTEMPT_FILE, SystemTime::now()) {
+        warn!(
+            "cannot record the attempt time in {}: {err}",
+            settings.state_dir.display()
+        );
+    }
+    let started = Instant::now();
+    let request = Outgoing {
+        endpoint: &settings.url,
+        body: Bytes::copy_from_slice(payload.as_bytes()),
+        ssl_verify: settings.ssl_verify,
+        timeout: settings.timeout,
+    };
+    let outcome = tokio::select! {
+        result = transport::post(request) => match result {
+            Ok(response) => Outcome::Answered(response),
+            Err(err) => Outcome::Failed(err),
+        },
+        () = cancel => Outcome::Cancelled,
+    };
+    let duration = started.elapsed();
+    let (status, error) = match &outcome {
+        Outcome::Answered(response) if response.is_success() => (Some(response.status), None),
+        Outcome::Answered(response) => (
+            Some(response.status),
+            Some(format!("collector answered HTTP {}", response.status)),
+        ),
+        other => (None, Some(other.describe())),
+    };
+    if let Err(err) = audit.append_result(seq, status, error.as_deref(), duration) {
+        // The request already went out and its send entry is on disk; a
+        // missing result line is visible in `surveyd audit` as "no result".
+        warn!("report {seq}: cannot record its result in the audit log: {err}");
+    }
+
+    let millis = duration.as_millis() as u64;
+    if outcome.is_success() {
+        info!(
+            message_id = REPORT_SENT_MESSAGE_ID,
+            "report {seq} sent to {url}: {} in {millis} ms ({} bytes)",
+            outcome.describe(),
+            payload.as_bytes().len()
+        );
+        if let Err(err) = record_time(&settings.state_dir, LAST_SUCCESS_FILE, SystemTime::now()) {
+            warn!(
+                "cannot record the success time in {}: {err}",
+                settings.state_dir.display()
+            );
+        }
+    } else {
+        warn!(
+            "report {seq} to {url} failed: {} after {millis} ms",
+            outcome.describe()
+        );
+    }
+    Ok(Attempt {
+        seq,
+        outcome,
+        duration,
+    })
+}
+
+/// Remembers a moment (a success, an attempt) so that a restart does not
+/// send early.
+pub fn record_time(state_dir: &Path, file: &str, when: SystemTime) -> std::io::Result<()> {
+    let secs = when
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    facts::write_atomically(&state_dir.join(file), format!("{secs}\n").as_bytes())
+}
+
+fn read_time(state_dir: &Path, file: &str) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(state_dir.join(file)).ok()?;
+    let secs: u64 = text.trim().parse().ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// The last successful report, if one was recorded and is readable.
+pub fn last_success(state_dir: &Path) -> Option<SystemTime> {
+    read_time(state_dir, LAST_SUCCESS_FILE)
+}
+
+/// The start of the last attempt, successful or not.
+pub fn last_attempt(state_dir: &Path) -> Option<SystemTime> {
+    read_time(state_dir, LAST_ATTEMPT_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_success_round_trips_through_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(last_success(dir.path()), None);
+        let when = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        record_time(dir.path(), LAST_SUCCESS_FILE, when).unwrap();
+        assert_eq!(last_success(dir.path()), Some(when));
+        assert_eq!(last_attempt(dir.path()), None);
+    }
+}

@@ -1,0 +1,556 @@
+//! The service loop behind `surveyd run`: one task that owns the schedule,
+//! the running settings and the audit log, and reacts to four events: the
+//! next report is due, a report finished, a signal (SIGHUP reload,
+//! SIGTERM/SIGINT stop), and the watchdog tick. It speaks the sd_notify
+//! protocol (READY, STATUS, WATCHDOG, RELOADING + MONOTONIC_USEC, STOPPING).
+//!
+//! A report runs as its own task, so a slow collector never blocks the
+//! loop; the watchdog is only fed while no report has outlived every
+//! timeout it is bound by, so a stuck loop or a stuck report gets the
+//! service restarted by systemd.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::audit::{AuditError, AuditLog};
+use crate::cli::exit;
+use crate::report::{self, Attempt};
+use crate::scheduler::{self, Timing};
+use crate::settings::Settings;
+
+/// File in `$RUNTIME_DIRECTORY` where each finished reload is recorded as
+/// `GENERATION ok` or `GENERATION failed: WHY`, for `surveyd reload`.
+pub const RELOAD_STATUS_FILE: &str = "reload-status";
+
+/// Slack on top of the timeouts before an unfinished report counts as stuck.
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the service until SIGTERM/SIGINT; returns the exit code.
+pub fn run(config: &Path) -> u8 {
+    let loaded = match Settings::load(config) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            error!("{err}");
+            notify(&[NotifyState::Status(&format!("configuration error: {err}"))]);
+            return exit::CONFIG;
+        }
+    };
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let settings = loaded.settings;
+    let audit = match report::open_audit(&settings) {
+        Ok(audit) => audit,
+        Err(err) => {
+            error!("{err}");
+            notify(&[NotifyState::Status(&format!("audit log error: {err}"))]);
+            return exit::CANTCREAT;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    runtime.block_on(Service::new(config.to_path_buf(), settings, audit).run())
+}
+
+/// Sends sd_notify states as one datagram; without NOTIFY_SOCKET this does
+/// nothing.
+fn notify(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        warn!("cannot notify systemd: {err}");
+    }
+}
+
+/// Whether the watchdog may be fed: false once a report has been running
+/// longer than its timeouts allow, which means something is stuck.
+pub fn healthy(report_started: Option<Instant>, report_limit: Duration, now: Instant) -> bool {
+    match report_started {
+        Some(started) => now.saturating_duration_since(started) <= report_limit,
+        None => true,
+    }
+}
+
+/// The longest a report may take: each command facts source and the request
+/// itself are each bounded by `surveyclient_timeout`.
+fn report_limit(settings: &Settings) -> Duration {
+    let steps = settings.facts.len() as u32 + 1;
+    settings.timeout.saturating_mul(steps) + STUCK_GRACE
+}
+
+fn timing(settings: &Settings) -> Timing {
+    Timing {
+        interval: settings.interval,
+        start_delay: settings.start_delay,
+        error_delay: settings.error_delay,
+    }
+}
+
+type ReportResult = (AuditLog, Result<Option<Attempt>, AuditError>);
+
+struct InFlight {
+    handle: JoinHandle<ReportResult>,
+    cancel: oneshot::Sender<()>,
+    started: Instant,
+}
+
+struct Service {
+    config_path: PathBuf,
+    settings: Settings,
+    /// `None` while a report task holds it.
+    audit: Option<AuditLog>,
+    /// When the next report starts; `None` when reporting is off or a
+    /// report is in flight.
+    next: Option<Instant>,
+    in_flight: Option<InFlight>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
+    last_outcome: Option<String>,
+    /// Set when the last reload was rejected; shown in STATUS.
+    reload_problem: Option<String>,
+    reload_generation: u64,
+    /// Settings that changed the audit log while a report held it.
+    reopen_audit: bool,
+}
+
+impl Service {
+    fn new(config_path: PathBuf, settings: Settings, audit: AuditLog) -> Service {
+        let mut service = Service {
+            config_path,
+            settings,
+            audit: Some(audit),
+            next: None,
+            in_flight: None,
+            failures: 0,
+            last_outcome: None,
+            reload_problem: None,
+            reload_generation: 0,
+            reopen_audit: false,
+        };
+        service.schedule_first();
+        service
+    }
+
+    async fn run(mut self) -> u8 {
+        let (mut hup, mut term, mut int) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hup), Ok(term), Ok(int)) => (hup, term, int),
+            _ => {
+                error!("cannot install signal handlers");
+                return exit::SOFTWARE;
+            }
+        };
+        let mut watchdog_usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec).then(|| {
+            let mut tick = tokio::time::interval(Duration::from_micros(watchdog_usec / 2));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        let mut watchdog = watchdog;
+
+        info!(
+            "surveyd {} started with {}; {}",
+            env!("CARGO_PKG_VERSION"),
+            self.config_path.display(),
+            self.plan()
+        );
+        self.write_reload_status("ok");
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+
+        loop {
+            let due = self.next.filter(|_| self.in_flight.is_none());
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => return self.stop().await,
+                _ = int.recv() => return self.stop().await,
+                _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
+                    let started = self.in_flight.as_ref().map(|f| f.started);
+                    if healthy(started, report_limit(&self.settings), Instant::now()) {
+                        notify(&[NotifyState::Watchdog]);
+                    } else {
+                        error!("a report has been running longer than its timeouts allow; \
+                                no longer feeding the watchdog");
+                    }
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                    self.start_report();
+                }
+                joined = async { (&mut self.in_flight.as_mut().unwrap().handle).await }, if self.in_flight.is_some() => {
+                    self.in_flight = None;
+                    match joined {
+                        Ok(result) => self.finish_report(result),
+                        Err(err) => {
+                            error!("report task failed: {err}");
+                            return exit::SOFTWARE;
+                        }
+                    }
+                    notify(&[NotifyState::Status(&self.status_line())]);
+                }
+            }
+        }
+    }
+
+    fn schedule_first(&mut self) {
+        if !self.settings.enabled() {
+            self.next = None;
+            return;
+        }
+        let state = &self.settings.state_dir;
+        let delay = scheduler::first_delay(
+            timing(&self.settings),
+            report::last_success(state),
+            report::last_attempt(state),
+            SystemTime::now(),
+            &mut rand::thread_rng(),
+        );
+        self.next = Some(Instant::now() + delay);
+    }
+
+    fn start_report(&mut self) {
+        self.next = None;
+        let Some(mut audit) = self.audit.take() else {
+            return;
+        };
+        let settings = self.settings.clone();
+        let (cancel, mut cancelled) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            let payload = tokio::select! {
+                payload = report::prepare(&settings) => payload,
+                _ = &mut cancelled => return (audit, Ok(None)),
+            };
+            let result = report::send(&settings, &mut audit, &payload, async {
+                let _ = cancelled.await;
+            })
+            .await;
+            (audit, result.map(Some))
+        });
+        self.in_flight = Some(InFlight {
+            handle,
+            cancel,
+            started: Instant::now(),
+        });
+        notify(&[NotifyState::Status("sending a report")]);
+    }
+
+    fn finish_report(&mut self, (audit, result): ReportResult) {
+        self.audit = Some(audit);
+        if self.reopen_audit {
+            self.reopen_audit = false;
+            self.replace_audit();
+        }
+        let mut rng = rand::thread_rng();
+        let timing = timing(&self.settings);
+        let delay = match result {
+            Ok(Some(attempt)) if attempt.outcome.is_success() => {
+                self.failures = 0;
+                self.last_outcome = Some(format!(
+                    "report {} accepted ({}) at {}",
+                    attempt.seq,
+                    attempt.outcome.describe(),
+                    humantime::format_rfc3339_seconds(SystemTime::now())
+                ));
+                scheduler::after_success(timing, &mut rng)
+            }
+            Ok(Some(attempt)) => {
+                self.failures += 1;
+                self.last_outcome = Some(format!(
+                    "report {} failed ({}) at {}",
+                    attempt.seq,
+                    attempt.outcome.describe(),
+                    humantime::format_rfc3339_seconds(SystemTime::now())
+                ));
+                let retry_after = match &attempt.outcome {
+                    report::Outcome::Answered(response) => response.retry_after,
+                    _ => None,
+                };
+                scheduler::after_failure(timing, self.failures, retry_after, &mut rng)
+            }
+            Ok(None) => return,
+            Err(err) => {
+                self.failures += 1;
+                error!("report not sent: {err}");
+                self.last_outcome = Some(format!("not sent: audit log not writable ({err})"));
+                scheduler::after_failure(timing, self.failures, None, &mut rng)
+            }
+        };
+        self.next = self.settings.enabled().then(|| Instant::now() + delay);
+    }
+
+    fn reload(&mut self) {
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[NotifyState::Reloading, now]),
+            Err(_) => notify(&[NotifyState::Reloading]),
+        }
+        match Settings::load(&self.config_path) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    warn!("{warning}");
+                }
+                self.apply(loaded.settings);
+                self.reload_problem = None;
+                info!("configuration reloaded; {}", self.plan());
+                self.write_reload_status("ok");
+            }
+            Err(err) => {
+                error!("reload rejected, keeping the running configuration: {err}");
+                self.reload_problem = Some(format!("reload rejected: {err}"));
+                self.write_reload_status(&format!("failed: {err}"));
+            }
+        }
+        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+    }
+
+    fn apply(&mut self, new: Settings) {
+        let old = std::mem::replace(&mut self.settings, new);
+        let audit_changed = (old.audit_log.as_path(), old.audit_max_size, old.audit_keep)
+            != (
+                self.settings.audit_log.as_path(),
+                self.settings.audit_max_size,
+                self.settings.audit_keep,
+            );
+        if audit_changed {
+            if self.audit.is_some() {
+                self.replace_audit();
+            } else {
+                self.reopen_audit = true;
+            }
+        }
+        let new = &self.settings;
+        if !new.enabled() {
+            self.next = None;
+            return;
+        }
+        if timing(&old) == timing(new) && old.enabled() {
+            return;
+        }
+        if self.in_flight.is_some() {
+            // finish_report schedules with the new timing.
+            return;
+        }
+        // The new interval counts from the last success, as if it had
+        // always been in force; if that moment has passed, report now.
+        let now = SystemTime::now();
+        let delay = match report::last_success(&new.state_dir) {
+            Some(last) if self.failures == 0 => (last + new.interval)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO),
+            _ => scheduler::first_delay(
+                timing(new),
+                None,
+                report::last_attempt(&new.state_dir),
+                now,
+                &mut rand::thread_rng(),
+            ),
+        };
+        self.next = Some(Instant::now() + delay);
+    }
+
+    /// Opens the audit log the settings now name; on failure the old one
+    /// stays in use.
+    fn replace_audit(&mut self) {
+        match report::open_audit(&self.settings) {
+            Ok(audit) => self.audit = Some(audit),
+            Err(err) => error!("keeping the previous audit log: {err}"),
+        }
+    }
+
+    async fn stop(mut self) -> u8 {
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        if let Some(in_flight) = self.in_flight.take() {
+            let _ = in_flight.cancel.send(());
+            match in_flight.handle.await {
+                Ok(result) => self.finish_report(result),
+                Err(err) => error!("report task failed while stopping: {err}"),
+            }
+        }
+        info!("surveyd stopped");
+        exit::OK
+    }
+
+    /// What the service will do, for logs.
+    fn plan(&self) -> String {
+        if self.settings.enabled() {
+            format!(
+                "reporting to {} every {} s",
+                self.settings.url,
+                self.settings.interval.as_secs()
+            )
+        } else {
+            "reporting is off (surveyclient_interval = 0)".to_string()
+        }
+    }
+
+    /// The one-line STATUS shown by `systemctl status`.
+    fn status_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(problem) = &self.reload_problem {
+            parts.push(problem.clone());
+        }
+        match (self.settings.enabled(), self.next, &self.in_flight) {
+            (false, _, _) => parts.push("reporting off (surveyclient_interval = 0)".into()),
+            (true, _, Some(_)) => parts.push("sending a report".into()),
+            (true, Some(next), None) => {
+                let wait = next.saturating_duration_since(Instant::now());
+                let at = SystemTime::now() + wait;
+                parts.push(format!(
+                    "next report at {} (in {} s)",
+                    humantime::format_rfc3339_seconds(at),
+                    wait.as_secs()
+                ));
+            }
+            (true, None, None) => parts.push("no report scheduled".into()),
+        }
+        if let Some(outcome) = &self.last_outcome {
+            parts.push(format!("last: {outcome}"));
+        }
+        parts.join("; ")
+    }
+
+    /// Records the reload's outcome where `surveyd reload` (ExecReload)
+    /// waits for it, so `systemctl reload` returns only once the new
+    /// configuration is in force or rejected.
+    fn write_reload_status(&mut self, outcome: &str) {
+        self.reload_generation += 1;
+        let Some(dir) = runtime_directory() else {
+            return;
+        };
+        let path = dir.join(RELOAD_STATUS_FILE);
+        let line = format!(
+            "{} {} {outcome}\n",
+            std::process::id(),
+            self.reload_generation
+        );
+        if let Err(err) = crate::facts::write_atomically(&path, line.as_bytes()) {
+            warn!("cannot write {}: {err}", path.display());
+        }
+    }
+}
+
+/// systemd's `$RUNTIME_DIRECTORY` (the first one, if several).
+pub fn runtime_directory() -> Option<PathBuf> {
+    let value = std::env::var_os("RUNTIME_DIRECTORY")?;
+    let first = value.to_string_lossy().split(':').next()?.to_string();
+    (!first.is_empty()).then(|| PathBuf::from(first))
+}
+
+/// A reload outcome as written by the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub pid: u32,
+    pub generation: u64,
+    pub outcome: String,
+}
+
+impl ReloadStatus {
+    pub fn read(dir: &Path) -> Option<ReloadStatus> {
+        let text = std::fs::read_to_string(dir.join(RELOAD_STATUS_FILE)).ok()?;
+        let mut parts = text.trim_end().splitn(3, ' ');
+        Some(ReloadStatus {
+            pid: parts.next()?.parse().ok()?,
+            generation: parts.next()?.parse().ok()?,
+            outcome: parts.next()?.to_string(),
+        })
+    }
+}
+
+/// `surveyd reload`: signals the running service and waits until it has
+/// applied or rejected its configuration (systemd 252 has no
+/// `Type=notify-reload`, and `kill -HUP` alone would return at once).
+pub fn request_reload(pid: Option<u32>, wait: Duration) -> Result<String, String> {
+    let dir = runtime_directory()
+        .ok_or("RUNTIME_DIRECTORY is not set: run this as the unit's ExecReload")?;
+    let pid = match pid {
+        Some(pid) => pid,
+        None => std::env::var("MAINPID")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or("MAINPID is not set: run this as the unit's ExecReload, or pass --pid")?,
+    };
+    let before = ReloadStatus::read(&dir)
+        .filter(|s| s.pid == pid)
+        .map(|s| s.generation)
+        .unwrap_or(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|err| format!("cannot signal process {pid}: {err}"))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(status) = ReloadStatus::read(&dir) {
+            if status.pid == pid && status.generation > before {
+                return if status.outcome == "ok" {
+                    Ok("configuration reloaded".to_string())
+                } else {
+                    Err(format!(
+                        "{} (the running configuration is kept)",
+                        status.outcome
+                    ))
+                };
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "process {pid} did not confirm the reload within {} s",
+                wait.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_is_fed_only_while_no_report_is_overdue() {
+        let now = Instant::now();
+        let limit = Duration::from_secs(40);
+        assert!(healthy(None, limit, now), "idle loop is healthy");
+        assert!(healthy(Some(now - Duration::from_secs(5)), limit, now));
+        assert!(healthy(Some(now - limit), limit, now));
+        assert!(
+            !healthy(Some(now - limit - Duration::from_secs(1)), limit, now),
+            "a report past every timeout means the loop is stuck"
+        );
+    }
+
+    #[test]
+    fn report_limit_covers_every_bounded_step() {
+        let mut settings = Settings {
+            timeout: Duration::from_secs(30),
+            ..Settings::default()
+        };
+        assert_eq!(report_limit(&settings), Duration::from_secs(40));
+        settings.facts = vec![crate::settings::FactSource::KopanoMysql; 2];
+        assert_eq!(report_limit(&settings), Duration::from_secs(100));
+    }
+
+    #[test]
+    fn reload_status_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(RELOAD_STATUS_FILE),
+            "42 3 failed: bad value at /etc/x.cfg:7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ReloadStatus::read(dir.path()).unwrap(),
+            ReloadStatus {
+                pid: 42,
+                generation: 3,
+                outcome: "failed: bad value at /etc/x.cfg:7".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! Shared test harness: a scratch installation (machine id, config, audit
+//! log, state dir), the real `surveyd` binary, and a loopback collector
+//! stand-in that records every byte it receives (plain, TLS or unix socket).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The raw machine id of the scratch installation: it must never leave it.
+pub const RAW_MACHINE_ID: &str = "5e1f0c2a9b8d47e6a3c4b2d1f0e9a8b7";
+/// A raw server GUID configured statically: it must never leave either.
+pub const RAW_GUID: &str = "C0FFEE00DEADBEEF0123456789ABCDEF";
+/// The default application id of the `app` scheme.
+pub const APP_ID: &str = "187f157428b74898a629521121fa9f49";
+
+pub fn surveyd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_surveyd"));
+    cmd.env_remove("SURVEYD_CONFIG")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC");
+    cmd
+}
+
+/// The Kopano fixtures shipped in shared/.
+pub fn kopano_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/testdata/kopano")
+        .join(name)
+}
+
+/// Running as root (needed for mount namespaces and a real systemd).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Says SKIP loudly, or fails when CI must run everything.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this test must run in CI but cannot: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// A scratch installation in a temp dir.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+}
+
+impl Install {
+    pub fn new() -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("machine-id"), format!("{RAW_MACHINE_ID}\n")).unwrap();
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        Install { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.path("log/audit.log")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("surveyd.cfg")
+    }
+
+    /// Writes surveyd.cfg: the scratch paths, then `extra` lines.
+    pub fn write_config(&self, url: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "surveyclient_url = {url}\n\
+             surveyclient_machine_id_file = {}\n\
+             surveyclient_audit_log = {}\n\
+             surveyclient_state_dir = {}\n\
+             surveyclient_server_guid = {RAW_GUID}\n\
+             surveyclient_program_name = kopano-server\n\
+             surveyclient_program_version = 8.7.80\n\
+             surveyclient_timeout = 5\n\
+             {extra}\n",
+            self.path("machine-id").display(),
+            self.audit_log().display(),
+            self.path("state").display(),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+        self.config_path()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = surveyd();
+        cmd.arg("-c").arg(self.config_path()).args(args);
+        cmd
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.audit_log()).unwrap_or_default()
+    }
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fails if any form of a raw identifier occurs in `bytes`.
+pub fn assert_no_raw_ids(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+    let dashed = |id: &str| {
+        let id = id.to_ascii_lowercase();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &id[0..8],
+            &id[8..12],
+            &id[12..16],
+            &id[16..20],
+            &id[20..32]
+        )
+    };
+    for raw in [RAW_MACHINE_ID, RAW_GUID] {
+        let raw_lower = raw.to_ascii_lowercase();
+        assert!(
+            !text.contains(&raw_lower),
+            "{what} contains a raw identifier"
+        );
+        assert!(
+            !text.contains(&dashed(raw)),
+            "{what} contains a raw identifier (UUID form)"
+        );
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the stand-in collector answers.
+#[derive(Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Status plus raw extra header lines (`Retry-After: 5`).
+    StatusWith(u16, String),
+    /// Read the request, then never answer.
+    Hang,
+}
+
+/// One request as it arrived on the wire.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub raw: Vec<u8>,
+}
+
+impl Received {
+    pub fn head(&self) -> String {
+        let end = find(&self.raw, b"\r\n\r\n").unwrap();
+        String::from_utf8_lossy(&self.raw[..end]).into_owned()
+    }
+
+    pub fn body(&self) -> &[u8] {
+        let end = find(&self.raw, b"\r\n\r\n").unwrap();
+        &self.raw[end + 4..]
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head().lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A collector stand-in on loopback, in its own thread. It records every
+/// request byte for byte and answers each with the next scripted reply
+/// (the last one repeats). It stops with the test process.
+pub struct StandIn {
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub url: String,
+    /// TLS handshakes that failed (for the ssl_verify tests).
+    pub handshake_failures: Arc<Mutex<u32>>,
+}
+
+impl StandIn {
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have arrived (bounded).
+    pub fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let got = self.requests();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Throwaway PKI: a CA the client can trust, and a server cert it signed.
+pub struct Pki {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+pub fn pki(self_signed: bool) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "surveyd test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let server_cert = if self_signed {
+        server_params.self_signed(&server_key).unwrap()
+    } else {
+        server_params.signed_by(&server_key, &ca, &ca_key).unwrap()
+    };
+    let chain = vec![server_cert.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server: Arc::new(config),
+    }
+}
+
+fn reply_bytes(reply: &Reply) -> Option<Vec<u8>> {
+    let (status, extra) = match reply {
+        Reply::Status(s) => (*s, String::new()),
+        Reply::StatusWith(s, extra) => (*s, format!("{extra}\r\n")),
+        Reply::Hang => return None,
+    };
+    Some(
+        format!(
+            "HTTP/1.1 {status} Whatever\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    )
+}
+
+/// Reads one HTTP/1.1 request (head plus Content-Length body).
+fn read_request(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&raw, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + len {
+                return Some(raw);
+            }
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return (!raw.is_empty()).then_some(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn serve_one(
+    stream: &mut (impl Read + Write),
+    replies: &Mutex<Vec<Reply>>,
+    received: &Mutex<Vec<Received>>,
+) {
+    let Some(raw) = read_request(stream) else {
+        return;
+    };
+    received.lock().unwrap().push(Received { raw });
+    let reply = {
+        let mut replies = replies.lock().unwrap();
+        if replies.len() > 1 {
+            replies.remove(0)
+        } else {
+            replies[0].clone()
+        }
+    };
+    match reply_bytes(&reply) {
+        Some(bytes) => {
+            let _ = stream.write_all(&bytes);
+            let _ = stream.flush();
+        }
+        None => std::thread::sleep(Duration::from_secs(30)),
+    }
+}
+
+/// Starts a stand-in on 127.0.0.1: plain HTTP when `tls` is None.
+pub fn stand_in(tls: Option<Arc<rustls::ServerConfig>>, replies: Vec<Reply>) -> StandIn {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(0));
+    let replies = Arc::new(Mutex::new(replies));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    {
+        let received = received.clone();
+        let failures = failures.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(stream) = stream else { continue };
+                let (received, failures, replies, tls) = (
+                    received.clone(),
+                    failures.clone(),
+                    replies.clone(),
+                    tls.clone(),
+                );
+                std::thread::spawn(move || {
+                    handle(stream, tls, &replies, &received, &failures);
+                });
+            }
+        });
+    }
+    StandIn {
+        received,
+        url: format!("{scheme}://127.0.0.1:{port}/api/stats/v1/submit"),
+        handshake_failures: failures,
+    }
+}
+
+fn handle(
+    mut stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    replies: &Mutex<Vec<Reply>>,
+    received: &Mutex<Vec<Received>>,
+    failures: &Mutex<u32>,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    match tls {
+        None => serve_one(&mut stream, replies, received),
+        Some(config) => {
+            let mut conn = rustls::ServerConnection::new(config).unwrap();
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut stream).is_err() {
+                    *failures.lock().unwrap() += 1;
+                    return;
+                }
+            }
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            serve_one(&mut tls, replies, received);
+        }
+    }
+}
+
+/// Starts a stand-in on a unix socket at `path`.
+pub fn unix_stand_in(path: &Path, replies: Vec<Reply>) -> StandIn {
+    let listener = UnixListener::bind(path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let replies = Arc::new(Mutex::new(replies));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                serve_one(&mut stream, &replies, &received);
+            }
+        });
+    }
+    StandIn {
+        received,
+        url: format!("unix:{}", path.display()),
+        handshake_failures: Arc::new(Mutex::new(0)),
+    }
+}

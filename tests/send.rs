@@ -1,0 +1,446 @@
+//! `surveyd preview` and `surveyd send` with the real binary against a
+//! loopback collector stand-in: the bytes, the headers, TLS, unix sockets,
+//! privacy, and what happens when the audit log cannot be written.
+
+mod common;
+
+use common::*;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+fn preview(install: &Install) -> Vec<u8> {
+    let out = install.run(&["preview"]);
+    assert!(out.status.success(), "preview failed: {}", stderr(&out));
+    let mut bytes = out.stdout;
+    assert_eq!(bytes.pop(), Some(b'\n'), "preview ends with one newline");
+    bytes
+}
+
+#[test]
+fn preview_bytes_equal_the_bytes_an_https_collector_receives() {
+    let pki = pki(false);
+    let server = stand_in(Some(pki.server.clone()), vec![Reply::Status(204)]);
+    let install = Install::new();
+    let ca = install.path("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    install.write_config(
+        &server.url,
+        "user_plugin = ldap\nattachment_storage = files\n",
+    );
+
+    let previewed = preview(&install);
+    let out = install
+        .command(&["send"])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+
+    let got = server.requests();
+    assert_eq!(got.len(), 1);
+    let request = &got[0];
+    assert_eq!(request.body(), previewed.as_slice());
+    assert!(request
+        .head()
+        .starts_with("POST /api/stats/v1/submit HTTP/1.1"));
+    assert_eq!(request.header("content-type").unwrap(), "application/json");
+    assert_eq!(request.header("x-kopano-stats-request").unwrap(), "1");
+    assert_eq!(
+        request.header("user-agent").unwrap(),
+        concat!("surveyd/", env!("CARGO_PKG_VERSION"))
+    );
+
+    let payload: serde_json::Value = serde_json::from_slice(&previewed).unwrap();
+    assert_eq!(payload["version"], 2);
+    let stats = &payload["stats"];
+    assert_eq!(stats["userplugin"]["value"], "ldap");
+    assert_eq!(stats["attachment_storage"]["value"], "files");
+    assert_eq!(stats["program_name"]["value"], "kopano-server");
+    assert_eq!(stats["id_scheme"]["value"], "app-v1");
+    let uts = nix::sys::utsname::uname().unwrap();
+    assert_eq!(
+        stats["utsname"]["value"],
+        format!(
+            "{} {} {}",
+            uts.sysname().to_string_lossy(),
+            uts.machine().to_string_lossy(),
+            uts.release().to_string_lossy()
+        )
+    );
+
+    // The audit log's send entry holds the same bytes, hashed.
+    let audit = install.audit_text();
+    let send: serde_json::Value = serde_json::from_str(audit.lines().next().unwrap()).unwrap();
+    assert_eq!(send["event"], "send");
+    assert_eq!(send["url"], server.url);
+    assert_eq!(serde_json::to_vec(&send["body"]).unwrap(), previewed);
+    assert_eq!(send["body_sha256"], hex::encode(Sha256::digest(&previewed)));
+    let result: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(result["event"], "result");
+    assert_eq!(result["status"], 204);
+    assert_eq!(result["of"], send["seq"]);
+}
+
+#[test]
+fn raw_identifiers_appear_in_no_received_byte_audit_line_or_log() {
+    let server = stand_in(None, vec![Reply::Status(500), Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "");
+    let mut logs = Vec::new();
+    for args in [
+        &["preview"][..],
+        &["send"],
+        &["send"],
+        &["check-config"],
+        &["audit"],
+    ] {
+        let out = install
+            .command(args)
+            .env("SURVEYD_LOG", "debug")
+            .output()
+            .unwrap();
+        logs.extend_from_slice(&out.stdout);
+        logs.extend_from_slice(&out.stderr);
+    }
+    let got = server.requests();
+    assert_eq!(got.len(), 2);
+    for request in &got {
+        assert_no_raw_ids("a received request", &request.raw);
+    }
+    assert_no_raw_ids("the audit log", install.audit_text().as_bytes());
+    assert_no_raw_ids("the program's output", &logs);
+    // And the hashes that did go out are the expected ones.
+    let body: serde_json::Value = serde_json::from_slice(got[1].body()).unwrap();
+    assert_eq!(
+        body["stats"]["machine_id_hash"]["value"],
+        systemd_app_specific(RAW_MACHINE_ID, APP_ID)
+    );
+}
+
+/// `sd_id128_get_app_specific()` as systemd computes it.
+fn systemd_app_specific(machine_id: &str, app_id: &str) -> String {
+    let key = hex::decode(machine_id).unwrap();
+    let app = hex::decode(app_id).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(&app);
+    let mut id = mac.finalize().into_bytes()[..16].to_vec();
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    hex::encode(id)
+}
+
+#[test]
+fn app_hash_equals_what_systemd_id128_prints_for_the_machine_id() {
+    let install = Install::new();
+    let app_id = "0fe1c2d3b4a5968778695a4b3c2d1e0f";
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!("surveyclient_app_id = {app_id}\n"),
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&preview(&install)).unwrap();
+    let sent = payload["stats"]["machine_id_hash"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sent, systemd_app_specific(RAW_MACHINE_ID, app_id));
+
+    // The tool itself reads /etc/machine-id: give it ours in a private
+    // mount namespace.
+    if !std::path::Path::new("/usr/bin/systemd-id128").exists() {
+        return skip("systemd-id128 is not installed");
+    }
+    if !is_root() {
+        return skip("comparing with systemd-id128 needs root for a mount namespace");
+    }
+    let script = format!(
+        "mount --bind {} /etc/machine-id && exec systemd-id128 machine-id --app-specific={app_id}",
+        install.path("machine-id").display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), sent);
+}
+
+#[test]
+fn sha256_scheme_sends_what_upstreams_collector_stores() {
+    let install = Install::new();
+    install.write_config("http://127.0.0.1:9/x", "surveyclient_id_hash = sha256\n");
+    let payload: serde_json::Value = serde_json::from_slice(&preview(&install)).unwrap();
+    let stats = &payload["stats"];
+    assert_eq!(stats["id_scheme"]["value"], "sha256");
+    assert_eq!(
+        stats["machine_id_hash"]["value"],
+        hex::encode(Sha256::digest(RAW_MACHINE_ID.as_bytes()))
+    );
+    assert_eq!(
+        stats["server_guid_hash"]["value"],
+        hex::encode(Sha256::digest(RAW_GUID.as_bytes()))
+    );
+}
+
+#[test]
+fn missing_or_uninitialized_machine_id_is_left_out_with_a_warning() {
+    let install = Install::new();
+    install.write_config("http://127.0.0.1:9/x", "");
+    for contents in ["", "uninitialized\n"] {
+        std::fs::write(install.path("machine-id"), contents).unwrap();
+        let out = install.run(&["preview"]);
+        assert!(out.status.success());
+        let payload: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(payload["stats"].get("machine_id_hash").is_none());
+        assert!(
+            stderr(&out).contains("machine_id_hash is left out"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn ssl_verify_yes_refuses_a_self_signed_collector_and_no_accepts_it() {
+    let pki = pki(true);
+    let server = stand_in(Some(pki.server.clone()), vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_ssl_verify = yes\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS"), "{}", stderr(&out));
+    assert!(
+        server.requests().is_empty(),
+        "no request over an unverified link"
+    );
+    assert_eq!(*server.handshake_failures.lock().unwrap(), 1);
+
+    install.write_config(&server.url, "surveyclient_ssl_verify = no\n");
+    let out = install.run(&["send"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not checked"), "a warning is logged");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn unix_socket_url_reaches_the_collector() {
+    let install = Install::new();
+    let server = unix_stand_in(&install.path("collector.sock"), vec![Reply::Status(200)]);
+    install.write_config(&server.url, "");
+    let out = install.run(&["send"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = server.requests();
+    assert_eq!(got.len(), 1);
+    assert!(got[0]
+        .head()
+        .starts_with("POST /api/stats/v1/submit HTTP/1.1"));
+    assert_eq!(got[0].body(), preview(&install).as_slice());
+}
+
+#[test]
+fn interval_zero_refuses_to_send_anything() {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_interval = 0\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("surveyclient_interval is 0"));
+    assert!(server.requests().is_empty());
+    assert_eq!(install.audit_text(), "", "nothing is audited either");
+}
+
+#[test]
+fn a_non_2xx_answer_exits_non_zero_and_is_audited() {
+    let server = stand_in(None, vec![Reply::Status(503)]);
+    let install = Install::new();
+    install.write_config(&server.url, "");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let audit = install.audit_text();
+    let result: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(result["status"], 503);
+    assert!(result["error"].as_str().unwrap().contains("503"));
+}
+
+#[test]
+fn a_refused_connection_and_a_hanging_collector_are_audited_errors() {
+    let install = Install::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/submit", closed.local_addr().unwrap());
+    drop(closed);
+    install.write_config(&url, "");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69));
+
+    let hanging = stand_in(None, vec![Reply::Hang]);
+    install.write_config(&hanging.url, "surveyclient_timeout = 1\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(stderr(&out).contains("within 1 s"), "{}", stderr(&out));
+
+    let results: Vec<serde_json::Value> = install
+        .audit_text()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "result")
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert!(results
+        .iter()
+        .all(|r| r["status"].is_null() && r["error"].is_string()));
+}
+
+#[test]
+fn facts_from_a_command_and_a_file_are_sent_and_omit_wins() {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    let script = install.path("facts.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'usercnt_active = 42'\necho 'usercnt_room = 3'\necho 'usercnt_contact = 9'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = install.path("facts.json");
+    std::fs::write(
+        &file,
+        r#"{"usercnt_equipment": 2, "osrelease": "Test OS 1"}"#,
+    )
+    .unwrap();
+    install.write_config(
+        &server.url,
+        &format!(
+            "surveyclient_facts = command:{} ; file:{}\nsurveyclient_omit = usercnt_contact utsname\n",
+            script.display(),
+            file.display()
+        ),
+    );
+    let out = install.run(&["send"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body: serde_json::Value = serde_json::from_slice(server.requests()[0].body()).unwrap();
+    let stats = &body["stats"];
+    assert_eq!(stats["usercnt_active"]["value"], 42);
+    assert_eq!(stats["usercnt_room"]["value"], 3);
+    assert_eq!(stats["usercnt_equipment"]["value"], 2);
+    assert_eq!(stats["osrelease"]["value"], "Test OS 1");
+    assert!(stats.get("usercnt_contact").is_none());
+    assert!(stats.get("utsname").is_none());
+}
+
+#[test]
+fn a_failing_facts_command_leaves_its_fields_out_and_the_report_goes() {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(
+        &server.url,
+        "surveyclient_facts = command:/bin/false\nsurveyclient_timeout = 2\n",
+    );
+    let out = install.run(&["send"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("facts command /bin/false failed"));
+    let body: serde_json::Value = serde_json::from_slice(server.requests()[0].body()).unwrap();
+    assert!(body["stats"].get("usercnt_active").is_none());
+
+    // A command that hangs is killed at the timeout.
+    install.write_config(
+        &server.url,
+        "surveyclient_facts = command:/bin/sleep 30\nsurveyclient_timeout = 1\n",
+    );
+    let out = install.run(&["preview"]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("killed"), "{}", stderr(&out));
+}
+
+#[test]
+fn bucketed_counts_are_sent_rounded() {
+    let install = Install::new();
+    let file = install.path("facts.json");
+    std::fs::write(&file, r#"{"usercnt_active": 1234, "usercnt_room": 7}"#).unwrap();
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!(
+            "surveyclient_facts = file:{}\nsurveyclient_bucket_counts = yes\n",
+            file.display()
+        ),
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&preview(&install)).unwrap();
+    assert_eq!(payload["stats"]["usercnt_active"]["value"], 1200);
+    assert_eq!(payload["stats"]["usercnt_room"]["value"], 7);
+}
+
+#[test]
+fn generated_server_guid_is_stable_across_reports() {
+    let install = Install::new();
+    install.write_config("http://127.0.0.1:9/x", "");
+    // Drop the static GUID so one is generated in the state dir.
+    let config = std::fs::read_to_string(install.config_path()).unwrap();
+    std::fs::write(
+        install.config_path(),
+        config.replace(&format!("surveyclient_server_guid = {RAW_GUID}\n"), ""),
+    )
+    .unwrap();
+    let first: serde_json::Value = serde_json::from_slice(&preview(&install)).unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&preview(&install)).unwrap();
+    let hash = &first["stats"]["server_guid_hash"]["value"];
+    assert!(hash.is_string());
+    assert_eq!(hash, &second["stats"]["server_guid_hash"]["value"]);
+    let stored = std::fs::read_to_string(install.path("state/server-guid")).unwrap();
+    let out = install.run(&["preview"]);
+    assert!(!stdout(&out)
+        .to_ascii_lowercase()
+        .contains(&stored.trim().to_ascii_lowercase()));
+}
+
+/// Runs `surveyd send` with the audit dir made unwritable in a way root
+/// cannot bypass: a read-only bind mount, or a full tmpfs.
+fn send_with_broken_audit_dir(fill: bool) {
+    if !is_root() {
+        return skip("read-only and full mounts need root (mount namespace)");
+    }
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "");
+    let log_dir = install.path("log");
+    let setup = if fill {
+        format!(
+            "mount -t tmpfs -o size=16k tmpfs {d} && (dd if=/dev/zero of={d}/filler bs=4k count=64 2>/dev/null; true)",
+            d = log_dir.display()
+        )
+    } else {
+        format!(
+            "mount --bind {d} {d} && mount -o remount,bind,ro {d}",
+            d = log_dir.display()
+        )
+    };
+    let script = format!(
+        "{setup} && exec {} -c {} send",
+        env!("CARGO_BIN_EXE_surveyd"),
+        install.config_path().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env_remove("https_proxy")
+        .env_remove("http_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was sent"),
+        "{}",
+        stderr(&out)
+    );
+    // send waits for its answer, so anything sent has arrived by now.
+    assert!(
+        server.requests().is_empty(),
+        "no request may reach the collector"
+    );
+}
+
+#[test]
+fn read_only_audit_directory_means_nothing_is_sent() {
+    send_with_broken_audit_dir(false);
+}
+
+#[test]
+fn full_audit_directory_means_nothing_is_sent() {
+    send_with_broken_audit_dir(true);
+}
