@@ -175,21 +175,33 @@ fn subcommands(roff: &mut Roff, parent: &Command, path: &str) {
         for arg in own_args(command) {
             roff.control("TP", []);
             roff.text(arg_synopsis(arg, false));
-            let help = arg
+            let mut text = arg
                 .get_long_help()
                 .or_else(|| arg.get_help())
-                .map(ToString::to_string)
+                .map(|help| help.to_string().replace('\n', " "))
                 .unwrap_or_default();
-            let mut body = inline_code(&help.replace('\n', " "));
+            // clap's one-line helps carry no final stop; more sentences follow.
+            if !text.is_empty() && !text.ends_with('.') {
+                text.push('.');
+            }
+            let possible: Vec<String> = arg
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_string())
+                .collect();
+            if !possible.is_empty() {
+                text.push_str(&format!(" One of: {}.", possible.join(", ")));
+            }
             let defaults: Vec<String> = arg
                 .get_default_values()
                 .iter()
                 .map(|v| v.to_string_lossy().into_owned())
                 .collect();
             if !defaults.is_empty() && arg.get_action().takes_values() {
-                body.push(roman(format!(" (default: {})", defaults.join(", "))));
+                text.push_str(&format!(" Default: {}.", defaults.join(", ")));
             }
-            roff.text(body);
+            roff.text(inline_code(text.trim()));
         }
         subcommands(roff, command, &path);
     }
