@@ -3,8 +3,7 @@
 # the oneshot unit surveyd-check.service; the container powers off when it
 # ends. Packages are in /pkgs (and the newer build in /upgrade); the log
 # goes to /out/log, the verdict (PASS or FAIL) to /out/result and the
-# exposure figures to /out/exposure# shellcheck source=/dev/null
-. /etc/surveyd-check.env gives
+# exposure figures to /out/exposure. /etc/surveyd-check.env gives
 # MESSAGE_ID (of each report record) and MAX_EXPOSURE.
 #
 # Everything runs inside: the collector listens on 127.0.0.1:8080, the only
