@@ -4,8 +4,9 @@
 #   packaging/build.sh [--deb-version VERSION] OUTDIR
 #
 # leaves surveyd_*.deb, surveyd-collector_*.deb, surveyd-*.rpm and
-# surveyd-collector-*.rpm in OUTDIR; --deb-version gives the .debs another
-# version (packaging/test.sh builds a newer one to test upgrades). Needs
+# surveyd-collector-*.rpm in OUTDIR. With --deb-version only the .debs are
+# built, with that version (packaging/test.sh builds a newer one to test
+# upgrades). Needs
 # cargo-deb and cargo-generate-rpm (`cargo install cargo-deb
 # cargo-generate-rpm`), dpkg-deb and strip.
 #
@@ -70,14 +71,16 @@ finish_deb() {
 
 echo "build: .deb packages"
 # cargo deb deletes older builds of the same package from TARGET/debian,
-# so each package is written straight to OUTDIR.
+# so each package is written straight to OUTDIR. It compresses fast: the
+# package is compressed for good by finish_deb.
 for name in surveyd surveyd-collector; do
     variant=()
     [ "$name" = surveyd ] || variant=(--variant collector)
-    deb=$(cargo deb --locked --no-build --quiet "${variant[@]}" "${deb_version[@]}" \
+    deb=$(cargo deb --locked --no-build --quiet --fast "${variant[@]}" "${deb_version[@]}" \
         --output "$out")
     finish_deb "$deb" "$name"
 done
+[ ${#deb_version[@]} -eq 0 ] || exit 0
 
 echo "build: .rpm packages"
 mkdir -p "$pkg/bin"
@@ -86,5 +89,4 @@ for bin in surveyd surveyd-collector; do
 done
 cargo generate-rpm --output "$out/"
 cargo generate-rpm --variant collector --output "$out/"
-
-ls -l "$out"
+ls "$out"/*.rpm

@@ -52,7 +52,7 @@ collector_rows() { surveyd-collector report --format json; }
 has_row_with() { collector_rows | grep -Eq "$1"; }
 
 echo "== install surveyd"
-apt-get install -y -q /pkgs/surveyd_*.deb || fail "apt-get install surveyd"
+apt-get install -y -q -o Dpkg::Use-Pty=0 /pkgs/surveyd_*.deb || fail "apt-get install surveyd"
 systemctl is-active -q surveyd || fail "surveyd is not active after installation"
 ok "surveyd installed, enabled ($(systemctl is-enabled surveyd)) and active"
 
@@ -69,7 +69,7 @@ fi
 ok "sandbox of PID $pid: uid $uid, no capabilities, no_new_privs, seccomp filter, /usr read-only"
 
 echo "== install surveyd-collector"
-apt-get install -y -q /pkgs/surveyd-collector_*.deb || fail "apt-get install surveyd-collector"
+apt-get install -y -q -o Dpkg::Use-Pty=0 /pkgs/surveyd-collector_*.deb || fail "apt-get install surveyd-collector"
 systemctl is-active -q surveyd-collector || fail "surveyd-collector is not active after installation"
 wait_for 20 collector_rows || fail "surveyd-collector report does not answer"
 ok "surveyd-collector installed and active; its report is empty: $(collector_rows | tr -d '\n')"
@@ -144,11 +144,11 @@ fi
 ok "systemctl stop: Result=$result, exit status $code"
 
 echo "== remove keeps the audit log, purge leaves nothing"
-apt-get remove -y -q surveyd || fail "apt-get remove surveyd"
+apt-get remove -y -q -o Dpkg::Use-Pty=0 surveyd || fail "apt-get remove surveyd"
 [ -s /var/log/surveyd/audit.log ] || fail "apt-get remove deleted the audit log"
 [ -f "$CFG" ] || fail "apt-get remove deleted the conffile"
 ok "after remove the audit log ($(wc -l </var/log/surveyd/audit.log) lines) and the conffile are kept"
-apt-get purge -y -q surveyd surveyd-collector || fail "apt-get purge"
+apt-get purge -y -q -o Dpkg::Use-Pty=0 surveyd surveyd-collector || fail "apt-get purge"
 leftovers=$(ls -d /etc/surveyd /usr/lib/systemd/system/surveyd* /lib/systemd/system/surveyd* \
     /etc/systemd/system/*/surveyd* /var/lib/systemd/deb-systemd-helper-enabled/surveyd* \
     /var/lib/systemd/deb-systemd-helper-enabled/*/surveyd* /var/lib/surveyd* \
