@@ -68,6 +68,20 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
+/// The watchdog period systemd asked for, with libsystemd's rules:
+/// `WATCHDOG_USEC` set and, if `WATCHDOG_PID` is set too, naming this
+/// process. (The sd-notify crate insists on WATCHDOG_PID, which
+/// `sd_watchdog_enabled()` does not.)
+pub fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}
+
 /// Whether the watchdog may be fed: false once a report has been running
 /// longer than its timeouts allow, which means something is stuck.
 pub fn healthy(report_started: Option<Instant>, report_limit: Duration, now: Instant) -> bool {
@@ -149,13 +163,11 @@ impl Service {
                 return exit::SOFTWARE;
             }
         };
-        let mut watchdog_usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec).then(|| {
-            let mut tick = tokio::time::interval(Duration::from_micros(watchdog_usec / 2));
+        let mut watchdog = watchdog_period().map(|period| {
+            let mut tick = tokio::time::interval(period / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick
         });
-        let mut watchdog = watchdog;
 
         info!(
             "surveyd {} started with {}; {}",
