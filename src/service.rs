@@ -175,8 +175,8 @@ impl Service {
             self.config_path.display(),
             self.plan()
         );
-        self.write_reload_status("ok");
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        self.write_reload_status("ok");
 
         loop {
             let due = self.next.filter(|_| self.in_flight.is_none());
@@ -302,7 +302,7 @@ impl Service {
             Ok(now) => notify(&[NotifyState::Reloading, now]),
             Err(_) => notify(&[NotifyState::Reloading]),
         }
-        match Settings::load(&self.config_path) {
+        let outcome = match Settings::load(&self.config_path) {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     warn!("{warning}");
@@ -310,15 +310,20 @@ impl Service {
                 self.apply(loaded.settings);
                 self.reload_problem = None;
                 info!("configuration reloaded; {}", self.plan());
-                self.write_reload_status("ok");
+                "ok".to_string()
             }
             Err(err) => {
                 error!("reload rejected, keeping the running configuration: {err}");
                 self.reload_problem = Some(format!("reload rejected: {err}"));
-                self.write_reload_status(&format!("failed: {err}"));
+                format!("failed: {err}")
             }
-        }
+        };
+        // READY and the new STATUS go out before `surveyd reload` is told
+        // the outcome: systemd reads notifications before it sees the
+        // ExecReload process exit, so when `systemctl reload` returns,
+        // `systemctl status` already shows the new state.
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        self.write_reload_status(&outcome);
     }
 
     fn apply(&mut self, new: Settings) {
