@@ -1,7 +1,7 @@
 //! The service loop behind `surveyd run`: one task that owns the schedule,
 //! the running settings and the audit log, and reacts to four events: the
 //! next report is due, a report finished, a signal (SIGHUP reload,
-//! SIGTERM/SIGINT stop), and the watchdog tick. It speaks the sd_notify
+//! SIGTERM/SIGINT stop, SIGUSR1 report now), and the watchdog tick. It speaks the sd_notify
 //! protocol (READY, STATUS, WATCHDOG, RELOADING + MONOTONIC_USEC, STOPPING).
 //!
 //! A report runs as its own task, so a slow collector never blocks the
@@ -152,12 +152,13 @@ impl Service {
     }
 
     async fn run(mut self) -> u8 {
-        let (mut hup, mut term, mut int) = match (
+        let (mut hup, mut term, mut int, mut usr1) = match (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
         ) {
-            (Ok(hup), Ok(term), Ok(int)) => (hup, term, int),
+            (Ok(hup), Ok(term), Ok(int), Ok(usr1)) => (hup, term, int, usr1),
             _ => {
                 error!("cannot install signal handlers");
                 return exit::SOFTWARE;
@@ -182,6 +183,7 @@ impl Service {
             let due = self.next.filter(|_| self.in_flight.is_none());
             tokio::select! {
                 _ = hup.recv() => self.reload(),
+                _ = usr1.recv() => self.report_now(),
                 _ = term.recv() => return self.stop().await,
                 _ = int.recv() => return self.stop().await,
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
@@ -225,6 +227,20 @@ impl Service {
             &mut rand::thread_rng(),
         );
         self.next = Some(Instant::now() + delay);
+    }
+
+    /// SIGUSR1 (`systemctl kill -s USR1 surveyd`): report now instead of
+    /// at the scheduled time. The service owns the audit log while it runs,
+    /// so this is how an admin sends by hand without stopping it.
+    fn report_now(&mut self) {
+        if !self.settings.enabled() {
+            warn!("SIGUSR1 ignored: reporting is off (surveyclient_interval = 0)");
+        } else if self.in_flight.is_some() {
+            info!("SIGUSR1: a report is already being sent");
+        } else {
+            info!("SIGUSR1: sending a report now");
+            self.next = Some(Instant::now());
+        }
     }
 
     fn start_report(&mut self) {

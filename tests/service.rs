@@ -417,6 +417,30 @@ fn restart_does_not_send_early() {
 }
 
 #[test]
+fn sigusr1_sends_a_report_now() {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_start_delay = 3600\n");
+    let mut daemon = Daemon::start(&install);
+    daemon.ready();
+    daemon.watchdog_pings(2);
+    assert!(server.requests().is_empty(), "nothing due for an hour");
+    daemon.signal(Signal::SIGUSR1);
+    assert_eq!(daemon.wait_for_requests(&server, 1), 1);
+    if !daemon
+        .seen
+        .iter()
+        .any(|d| status_of(d).contains("accepted"))
+    {
+        daemon.expect("STATUS after the report", |d| {
+            status_of(d).contains("accepted")
+        });
+    }
+    let (code, _) = daemon.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
 fn bad_config_at_start_exits_78_and_names_the_line() {
     let install = Install::new();
     install.write_config(
