@@ -444,3 +444,68 @@ fn read_only_audit_directory_means_nothing_is_sent() {
 fn full_audit_directory_means_nothing_is_sent() {
     send_with_broken_audit_dir(true);
 }
+
+#[test]
+fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
+    let proxy = stand_in(None, vec![Reply::Status(204)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("http://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = proxy.requests();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0]
+            .head()
+            .starts_with("POST http://collector.invalid/api/stats/v1/submit HTTP/1.1"),
+        "absolute-form request to the proxy: {}",
+        got[0].head()
+    );
+    assert_eq!(got[0].header("host").unwrap(), "collector.invalid");
+
+    // no_proxy sends straight to the collector.
+    let direct = stand_in(None, vec![Reply::Status(204)]);
+    install.write_config(&direct.url, "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .env("no_proxy", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(direct.requests().len(), 1);
+    assert_eq!(proxy.requests().len(), 1, "the proxy saw nothing more");
+}
+
+#[test]
+fn https_through_a_proxy_opens_a_connect_tunnel() {
+    // The stand-in answers CONNECT with 403, so the tunnel is refused and
+    // nothing but the CONNECT line reaches it: the payload is never sent in
+    // clear to a proxy.
+    let proxy = stand_in(None, vec![Reply::Status(403)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("https://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("https_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("through proxy"), "{}", stderr(&out));
+    let got = proxy.requests();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0]
+            .head()
+            .starts_with("CONNECT collector.invalid:443 HTTP/1.1"),
+        "{}",
+        got[0].head()
+    );
+    assert!(got[0].body().is_empty());
+}
