@@ -161,59 +161,78 @@ fn every_refused_request_leaves_the_table_unchanged() {
         let too_many = other.replace("\"value\" : 9", "\"value\" : 1000000001");
         let wrong_version = other.replace("\"version\" : 2", "\"version\" : 3");
         let big = format!("{}{}", " ".repeat(4096), other);
-        let cases: Vec<(&str, u16, &str, &str, Vec<(&str, &str)>, String)> = vec![
-            (
+        let case =
+            |what, want, method, path, headers: &[(&'static str, &'static str)], body: String| {
+                Refusal {
+                    what,
+                    want,
+                    method,
+                    path,
+                    headers: headers.to_vec(),
+                    body,
+                }
+            };
+        let cases = [
+            case(
                 "malformed JSON",
                 400,
                 "POST",
                 SUBMIT,
-                vec![json, marker],
+                &[json, marker],
                 other[..other.len() / 2].to_owned(),
             ),
-            (
+            case(
                 "missing X-Kopano-Stats-Request",
                 400,
                 "POST",
                 SUBMIT,
-                vec![json],
+                &[json],
                 other.clone(),
             ),
-            (
+            case(
                 "wrong version",
                 400,
                 "POST",
                 SUBMIT,
-                vec![json, marker],
+                &[json, marker],
                 wrong_version,
             ),
-            (
+            case(
                 "count out of range",
                 400,
                 "POST",
                 SUBMIT,
-                vec![json, marker],
+                &[json, marker],
                 too_many,
             ),
-            ("GET", 405, "GET", SUBMIT, vec![marker], String::new()),
-            (
+            case("GET", 405, "GET", SUBMIT, &[marker], String::new()),
+            case(
                 "wrong path",
                 404,
                 "POST",
                 "/api/stats/v2/submit",
-                vec![json, marker],
+                &[json, marker],
                 other.clone(),
             ),
-            (
+            case(
                 "wrong content type",
                 415,
                 "POST",
                 SUBMIT,
-                vec![("Content-Type", "text/plain"), marker],
+                &[("Content-Type", "text/plain"), marker],
                 other.clone(),
             ),
-            ("too large", 413, "POST", SUBMIT, vec![json, marker], big),
+            case("too large", 413, "POST", SUBMIT, &[json, marker], big),
         ];
-        for (what, want, method, path, headers, body) in cases {
+        for Refusal {
+            what,
+            want,
+            method,
+            path,
+            headers,
+            body,
+        } in cases
+        {
             let r = c.request(method, path, &headers, body.as_bytes());
             assert_eq!(r.status, want, "{} {what}: {r:?}", backend.name());
             if want == 400 {
@@ -237,6 +256,15 @@ fn every_refused_request_leaves_the_table_unchanged() {
             "reason names the field: {r:?}"
         );
     });
+}
+
+struct Refusal {
+    what: &'static str,
+    want: u16,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: String,
 }
 
 #[test]

@@ -275,8 +275,13 @@ impl Collector {
     }
 
     /// SIGTERM, then wait (bounded) for the exit.
-    pub fn stop(mut self) -> (ExitStatus, Vec<u8>) {
+    pub fn stop(self) -> (ExitStatus, Vec<u8>) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Wait (bounded) for the exit; returns everything it printed.
+    pub fn wait_exit(mut self) -> (ExitStatus, Vec<u8>) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
