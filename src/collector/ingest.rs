@@ -6,7 +6,10 @@
 //! identifiers live only inside [`parse_report`]: they are hashed the moment
 //! they are read and never copied into a `Report`, an error or a log line.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// The report came from upstream kopano-server: `machine_id`/`server_guid`
@@ -83,44 +86,141 @@ pub fn installation_uid(
     hex::encode(h.finalize())
 }
 
+/// The envelope, with the parts looked at later left unparsed.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stats: Option<&'a RawValue>,
+}
+
+/// The stats this collector knows. Any other name is skipped by the parser
+/// without being copied or looked at.
+#[derive(Deserialize)]
+struct Stats<'a> {
+    #[serde(borrow)]
+    machine_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    server_guid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    machine_id_hash: Option<&'a RawValue>,
+    #[serde(borrow)]
+    server_guid_hash: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id_scheme: Option<&'a RawValue>,
+    #[serde(borrow)]
+    program_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    program_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    osrelease: Option<&'a RawValue>,
+    #[serde(borrow)]
+    utsname: Option<&'a RawValue>,
+    #[serde(borrow)]
+    userplugin: Option<&'a RawValue>,
+    #[serde(borrow)]
+    attachment_storage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_active: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_contact: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_equipment: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_na_user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_nonactive: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_room: Option<&'a RawValue>,
+}
+
+/// One stat: `{"desc": .., "type": .., "mode": .., "value": ..}`.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    desc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    mode: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+/// A JSON string, borrowed from the body unless it had escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Str>(raw.get()).ok().map(|s| s.0)
+}
+
+/// serde would also fill a struct from a JSON array, by position; only
+/// objects are payloads.
+fn is_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
 /// Parse and validate one request body.
+///
+/// serde's messages for a value of the wrong type quote the value, so
+/// they are never passed on: every rejection below is worded here, and
+/// only syntax errors (which carry just a position) are quoted.
 pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
-    // serde_json's syntax errors carry only a position, never input bytes,
-    // so they are safe to hand back.
-    let root: Value =
-        serde_json::from_slice(body).map_err(|e| reject(format!("malformed JSON: {e}")))?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| reject("payload is not a JSON object"))?;
-    match root.get("version") {
-        None => return Err(reject("missing \"version\"")),
-        Some(v) if v.as_u64() == Some(2) => {}
-        Some(v) if v.is_u64() || v.is_i64() => {
+    if !is_object(body) {
+        return Err(reject("payload is not a JSON object"));
+    }
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            reject("payload is not a JSON object")
+        } else {
+            reject(format!("malformed JSON: {e}"))
+        }
+    })?;
+    let version = envelope
+        .version
+        .ok_or_else(|| reject("missing \"version\""))?;
+    match serde_json::from_str::<i64>(version.get()) {
+        Ok(2) => {}
+        Ok(v) => {
             return Err(reject(format!(
                 "unsupported version {v}; this collector accepts version 2"
             )))
         }
-        Some(_) => return Err(reject("\"version\" is not an integer")),
+        Err(_) => return Err(reject("\"version\" is not a supported integer")),
     }
-    let stats = match root.get("stats") {
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(reject("\"stats\" is not an object")),
-        None => return Err(reject("missing \"stats\"")),
-    };
+    let stats = envelope.stats.ok_or_else(|| reject("missing \"stats\""))?;
+    if !is_object(stats.get().as_bytes()) {
+        return Err(reject("\"stats\" is not an object"));
+    }
+    let stats: Stats = serde_json::from_str(stats.get()).map_err(|e| {
+        let msg = e.to_string();
+        // The one data error worth naming; it quotes only our field name.
+        match msg.strip_prefix("duplicate field ") {
+            Some(rest) => reject(format!(
+                "stats: duplicate entry {}",
+                rest.split(' ').next().unwrap_or("")
+            )),
+            None => reject("\"stats\" is not an object"),
+        }
+    })?;
 
-    let scheme = match string_stat(stats, "id_scheme")? {
+    let scheme = match string_stat(stats.id_scheme, "id_scheme")?.as_deref() {
         None => None,
         Some("app-v1") => Some(IdScheme::AppV1),
         Some("sha256") => Some(IdScheme::Sha256),
         Some(_) => return Err(reject("stats.id_scheme: must be \"app-v1\" or \"sha256\"")),
     };
-    let raw_machine = raw_id_stat(stats, "machine_id")?;
-    let raw_guid = raw_id_stat(stats, "server_guid")?;
-    let hashed_machine = string_stat(stats, "machine_id_hash")?;
-    let hashed_guid = string_stat(stats, "server_guid_hash")?;
+    let raw_machine = raw_id_stat(stats.machine_id, "machine_id")?;
+    let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?;
+    let hashed_machine = string_stat(stats.machine_id_hash, "machine_id_hash")?;
+    let hashed_guid = string_stat(stats.server_guid_hash, "server_guid_hash")?;
 
     let surveyd_style = scheme.is_some() || hashed_machine.is_some() || hashed_guid.is_some();
-    let upstream_style = stats.contains_key("machine_id") || stats.contains_key("server_guid");
+    let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
     if surveyd_style && upstream_style {
         return Err(reject(
             "payload mixes raw machine_id/server_guid with hashed identifiers",
@@ -130,10 +230,10 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     let (machine_id_sha256, server_guid_sha256, mut flags) = if surveyd_style {
         let scheme = scheme.ok_or_else(|| reject("hashed identifiers need stats.id_scheme"))?;
         let m = hashed_machine
-            .map(|h| scheme.check("machine_id_hash", h))
+            .map(|h| scheme.check("machine_id_hash", &h))
             .transpose()?;
         let g = hashed_guid
-            .map(|h| scheme.check("server_guid_hash", h))
+            .map(|h| scheme.check("server_guid_hash", &h))
             .transpose()?;
         (m, g, scheme.flag())
     } else {
@@ -155,8 +255,8 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         flags |= FLAG_NO_SERVER_GUID;
     }
 
-    let fact = |name| string_stat(stats, name).map(|v| v.map(str::to_owned));
-    let program_name = fact("program_name")?;
+    let fact = |raw, name| string_stat(raw, name).map(|v| v.map(Cow::into_owned));
+    let program_name = fact(stats.program_name, "program_name")?;
     let uid = installation_uid(
         machine_id_sha256.as_deref(),
         server_guid_sha256.as_deref(),
@@ -166,19 +266,19 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         uid,
         machine_id_sha256,
         server_guid_sha256,
-        usercnt_active: count_stat(stats, "usercnt_active")?,
-        usercnt_contact: count_stat(stats, "usercnt_contact")?,
-        usercnt_equipment: count_stat(stats, "usercnt_equipment")?,
-        usercnt_na_user: count_stat(stats, "usercnt_na_user")?,
-        usercnt_nonactive: count_stat(stats, "usercnt_nonactive")?,
-        userplugin: fact("userplugin")?,
-        osrelease: fact("osrelease")?,
-        utsname: fact("utsname")?,
+        usercnt_active: count_stat(stats.usercnt_active, "usercnt_active")?,
+        usercnt_contact: count_stat(stats.usercnt_contact, "usercnt_contact")?,
+        usercnt_equipment: count_stat(stats.usercnt_equipment, "usercnt_equipment")?,
+        usercnt_na_user: count_stat(stats.usercnt_na_user, "usercnt_na_user")?,
+        usercnt_nonactive: count_stat(stats.usercnt_nonactive, "usercnt_nonactive")?,
+        userplugin: fact(stats.userplugin, "userplugin")?,
+        osrelease: fact(stats.osrelease, "osrelease")?,
+        utsname: fact(stats.utsname, "utsname")?,
         program_name,
-        program_version: fact("program_version")?,
+        program_version: fact(stats.program_version, "program_version")?,
         flags,
-        usercnt_room: count_stat(stats, "usercnt_room")?,
-        attachment_storage: fact("attachment_storage")?,
+        usercnt_room: count_stat(stats.usercnt_room, "usercnt_room")?,
+        attachment_storage: fact(stats.attachment_storage, "attachment_storage")?,
     })
 }
 
@@ -215,20 +315,22 @@ impl IdScheme {
     }
 }
 
-/// The entry for `name`, checked to be an object of the declared `type`.
+/// The entry `raw` of stat `name`, checked to declare `expected_type`.
 fn entry<'a>(
-    stats: &'a Map<String, Value>,
+    raw: Option<&'a RawValue>,
     name: &str,
     expected_type: &str,
-) -> Result<Option<&'a Map<String, Value>>, Rejection> {
-    let Some(e) = stats.get(name) else {
+) -> Result<Option<Entry<'a>>, Rejection> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
-    let e = e
-        .as_object()
-        .ok_or_else(|| reject(format!("stats.{name}: not an object")))?;
-    match e.get("type").and_then(Value::as_str) {
-        Some(t) if t == expected_type => {}
+    let not_object = || reject(format!("stats.{name}: not an object"));
+    if !is_object(raw.get().as_bytes()) {
+        return Err(not_object());
+    }
+    let e: Entry = serde_json::from_str(raw.get()).map_err(|_| not_object())?;
+    match e.kind.map(json_str) {
+        Some(Some(t)) if t == expected_type => {}
         Some(_) => {
             return Err(reject(format!(
                 "stats.{name}: type must be \"{expected_type}\""
@@ -236,26 +338,24 @@ fn entry<'a>(
         }
         None => return Err(reject(format!("stats.{name}: missing \"type\""))),
     }
-    if let Some(desc) = e.get("desc") {
-        if !desc.is_string() {
-            return Err(reject(format!("stats.{name}: \"desc\" is not a string")));
-        }
+    if e.desc.is_some_and(|d| json_str(d).is_none()) {
+        return Err(reject(format!("stats.{name}: \"desc\" is not a string")));
     }
     Ok(Some(e))
 }
 
 fn string_stat<'a>(
-    stats: &'a Map<String, Value>,
+    raw: Option<&'a RawValue>,
     name: &str,
-) -> Result<Option<&'a str>, Rejection> {
-    let Some(e) = entry(stats, name, "string")? else {
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    let Some(e) = entry(raw, name, "string")? else {
         return Ok(None);
     };
-    let v = match e.get("value") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(reject(format!("stats.{name}: value is not a string"))),
-        None => return Err(reject(format!("stats.{name}: missing \"value\""))),
-    };
+    let value = e
+        .value
+        .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
+    let v =
+        json_str(value).ok_or_else(|| reject(format!("stats.{name}: value is not a string")))?;
     if v.len() > MAX_STRING_BYTES {
         return Err(reject(format!(
             "stats.{name}: longer than {MAX_STRING_BYTES} bytes"
@@ -272,37 +372,33 @@ fn string_stat<'a>(
 /// A raw upstream identifier: an empty one means "none", never a hash of
 /// the empty string.
 fn raw_id_stat<'a>(
-    stats: &'a Map<String, Value>,
+    raw: Option<&'a RawValue>,
     name: &str,
-) -> Result<Option<&'a str>, Rejection> {
-    Ok(string_stat(stats, name)?.filter(|v| !v.is_empty()))
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    Ok(string_stat(raw, name)?.filter(|v| !v.is_empty()))
 }
 
-fn count_stat(stats: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
-    let Some(e) = entry(stats, name, "int")? else {
+fn count_stat(raw: Option<&RawValue>, name: &str) -> Result<Option<i64>, Rejection> {
+    let Some(e) = entry(raw, name, "int")? else {
         return Ok(None);
     };
     // Upstream sends its on-demand counts both as gauges and as counters.
-    match e.get("mode").map(|m| m.as_str()) {
-        None | Some(Some("gauge")) | Some(Some("counter")) => {}
-        Some(_) => {
+    if let Some(mode) = e.mode {
+        if !matches!(json_str(mode).as_deref(), Some("gauge" | "counter")) {
             return Err(reject(format!(
                 "stats.{name}: mode must be \"gauge\" or \"counter\""
-            )))
+            )));
         }
     }
-    let v = e
-        .get("value")
+    let value = e
+        .value
         .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
-    match v.as_i64() {
-        Some(n) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
-        Some(_) => Err(reject(format!(
-            "stats.{name}: out of range 0..={MAX_COUNT}"
-        ))),
-        None if v.is_u64() => Err(reject(format!(
-            "stats.{name}: out of range 0..={MAX_COUNT}"
-        ))),
-        None => Err(reject(format!("stats.{name}: value is not an integer"))),
+    let out_of_range = || reject(format!("stats.{name}: out of range 0..={MAX_COUNT}"));
+    match serde_json::from_str::<i64>(value.get()) {
+        Ok(n) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
+        Ok(_) => Err(out_of_range()),
+        Err(_) if serde_json::from_str::<u64>(value.get()).is_ok() => Err(out_of_range()),
+        Err(_) => Err(reject(format!("stats.{name}: value is not an integer"))),
     }
 }
 

@@ -2,7 +2,9 @@
 //! migration, the batched upsert the writer thread runs, and the reads.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
@@ -27,8 +29,15 @@ const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_
     flags = excluded.flags, usercnt_room = excluded.usercnt_room, \
     attachment_storage = excluded.attachment_storage";
 
+/// How often the checkpointer copies committed WAL frames back into the
+/// database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The WAL file is cut back to this size after it has been reset.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 pub struct Sqlite {
     conn: Connection,
+    path: PathBuf,
 }
 
 fn err(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -62,10 +71,13 @@ impl Sqlite {
              PRAGMA synchronous = NORMAL;
              PRAGMA secure_delete = ON;
              PRAGMA busy_timeout = 5000;
-             PRAGMA cache_size = -65536;",
+             PRAGMA cache_size = -16384;",
         )
         .map_err(err(&context))?;
-        let mut db = Sqlite { conn };
+        let mut db = Sqlite {
+            conn,
+            path: path.to_owned(),
+        };
         if access == Access::Serve {
             db.migrate().map_err(err(&context))?;
         }
@@ -128,6 +140,29 @@ impl Sqlite {
         batch_size: usize,
         health: &WriterHealth,
     ) {
+        // A checkpoint copies the WAL into the database and fsyncs both:
+        // the most expensive step of writing. Run by the writer itself (as
+        // SQLite's auto-checkpoint would), it stalls every report queued
+        // behind it, so a second connection does it in the background.
+        let checkpointer = match Checkpointer::start(&self.path) {
+            Ok(c) => {
+                let off = self
+                    .conn
+                    .pragma_update(None, "wal_autocheckpoint", 0)
+                    .and_then(|()| {
+                        self.conn
+                            .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+                    });
+                if let Err(e) = off {
+                    tracing::warn!("keeping SQLite's auto-checkpoint: {e}");
+                }
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!("no background checkpointer, the writer checkpoints itself: {e}");
+                None
+            }
+        };
         while let Some(first) = rx.blocking_recv() {
             let jobs = drain_batch(first, &mut rx, batch_size);
             health.begin_batch();
@@ -135,6 +170,9 @@ impl Sqlite {
             health.end_batch();
             finish_batch(jobs, result);
         }
+        // Stops the checkpointer; the last connection to close checkpoints
+        // whatever is left.
+        drop(checkpointer);
     }
 
     fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<()> {
@@ -226,6 +264,52 @@ impl Sqlite {
             by_version,
             by_osrelease,
         })
+    }
+}
+
+/// A thread with its own connection running passive checkpoints until
+/// dropped.
+struct Checkpointer {
+    stop: Option<std_mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, String> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| e.to_string())?;
+        let (stop, stopped) = std_mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std_mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    // PASSIVE never waits for the writer; frames it cannot
+                    // copy yet are taken next time.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!("SQLite checkpoint failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
