@@ -8,6 +8,8 @@
 # 127.0.0.1 (a random free port) and on a socket inside that dir only,
 # creates the database `surveyd_test`, and prints export lines on stdout;
 # everything else goes to stderr. Installs Debian's postgresql if missing.
+# PG_FSYNC=on keeps fsync (the default off suits throwaway test data; the
+# benchmark turns it on).
 set -euo pipefail
 
 find_bindir() {
@@ -44,7 +46,7 @@ started=
 for _ in $(seq 1 20); do
   port=$((20000 + RANDOM % 40000))
   if pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=off -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c fsync=${PG_FSYNC:-off} -c max_connections=200" \
       start >&2; then
     started=1
     break

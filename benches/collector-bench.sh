@@ -8,7 +8,9 @@
 #   1. bare204: a hyper server that only answers 204 (the ceiling),
 #   2. the collector on SQLite (a fresh file in a temp dir),
 #   3. the collector on PostgreSQL (SURVEYD_BENCH_POSTGRES_URL, or a
-#      throwaway cluster from .ci/postgres.sh).
+#      throwaway cluster from .ci/postgres.sh, with fsync on).
+# Other CPU-heavy processes on the machine skew the figures; the load
+# average before the run is printed with them.
 # Each gets a warm-up run, then a measured run; prints reports/s, p99
 # latency and non-2xx answers, and the share of the ceiling.
 set -euo pipefail
@@ -72,6 +74,7 @@ measure() {
   kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start bare204 "$work/bare204"
 measure bare204
 
@@ -81,7 +84,7 @@ measure sqlite
 sqlite_rows=$("$work/surveyd-collector" -c "$work/sqlite.toml" report --format csv | tail -n +2 | wc -l)
 
 if [ -z "${SURVEYD_BENCH_POSTGRES_URL:-}" ]; then
-  eval "$(.ci/postgres.sh 2>/dev/null)"
+  eval "$(PG_FSYNC=on .ci/postgres.sh 2>/dev/null)"
   SURVEYD_BENCH_POSTGRES_URL=$SURVEYD_TEST_POSTGRES_URL
 fi
 collector_config postgres "$SURVEYD_BENCH_POSTGRES_URL"
@@ -91,6 +94,7 @@ pg_rows=$("$work/surveyd-collector" -c "$work/postgres.toml" report --format csv
 
 echo
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo "before:  load average $load_before"
 echo "load:    wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up), keep-alive, loopback"
 echo
 printf '%-22s %12s %10s %8s %11s\n' target "reports/s" "p99" "non-2xx" "of ceiling"

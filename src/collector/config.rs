@@ -157,10 +157,13 @@ impl Config {
     /// syntax and unknown keys, the line.
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            // toml's own message has line, column and a caret excerpt;
-            // flatten it to fit a log line and a STATUS.
-            let msg = e.to_string().replace('\n', " ").replace("  ", " ");
-            format!("invalid TOML: {}", msg.trim())
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_owned(),
+            }
         })?;
         config.check()?;
         Ok(config)

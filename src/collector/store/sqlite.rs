@@ -1,7 +1,6 @@
 //! The embedded SQLite backend: connection settings (WAL, secure_delete),
 //! migration, the batched upsert the writer thread runs, and the reads.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -55,7 +54,6 @@ impl Sqlite {
                         "database {shown} does not exist (has `surveyd-collector serve` run?)"
                     )));
                 }
-                become_owner_of(path)?;
                 OpenFlags::SQLITE_OPEN_READ_WRITE
             }
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -311,31 +309,4 @@ impl Drop for Checkpointer {
             let _ = t.join();
         }
     }
-}
-
-/// `report` and `stats` are often run as root against the service's
-/// database. Opening it as root would leave root-owned `-wal`/`-shm` files
-/// that the service's (dynamic) user can no longer write, so a root caller
-/// takes on the database owner's identity first.
-fn become_owner_of(path: &Path) -> Result<(), StoreError> {
-    use nix::unistd::{geteuid, setgid, setgroups, setuid, Gid, Uid};
-    if !geteuid().is_root() {
-        return Ok(());
-    }
-    let meta = std::fs::metadata(path)
-        .map_err(|e| StoreError(format!("database {}: {e}", path.display())))?;
-    if meta.uid() == 0 {
-        return Ok(());
-    }
-    let fail = |e: nix::Error| {
-        StoreError(format!(
-            "cannot switch to the owner (uid {}) of {}: {e}",
-            meta.uid(),
-            path.display()
-        ))
-    };
-    setgroups(&[]).map_err(fail)?;
-    setgid(Gid::from_raw(meta.gid())).map_err(fail)?;
-    setuid(Uid::from_raw(meta.uid())).map_err(fail)?;
-    Ok(())
 }
