@@ -160,7 +160,14 @@ fn check_config_rejects_bad_files_with_exit_78_naming_the_problem() {
             vec!["rate_limit.per_second"],
         ),
         ("listen = \"everywhere\"\n", vec!["listen", "everywhere"]),
-        ("max_body_bytes = \"big\"\n", vec!["max_body_bytes"]),
+        (
+            "[rate_limit]\nburst = \"many\"\n",
+            vec!["line 2", "rate_limit.burst"],
+        ),
+        (
+            "max_body_bytes = \"big\"\n",
+            vec!["line 1", "max_body_bytes"],
+        ),
         (
             "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
             vec!["tls.cert", "/nonexistent/cert.pem"],

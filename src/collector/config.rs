@@ -156,14 +156,16 @@ impl Config {
     /// Parse and check; the error is a message naming the key and, for
     /// syntax and unknown keys, the line.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(line) => format!("line {line}: {}", e.message()),
-                None => e.message().to_owned(),
+        let config: Config = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                match key_at(text, before) {
+                    Some(key) => format!("line {line}: {key}: {}", e.message()),
+                    None => format!("line {line}: {}", e.message()),
+                }
             }
+            None => e.message().to_owned(),
         })?;
         config.check()?;
         Ok(config)
@@ -225,6 +227,25 @@ impl Config {
         };
         toml::to_string(&shown).expect("config serialises")
     }
+}
+
+/// The dotted key assigned on the line where `before` ends, for messages
+/// such as toml's type errors that point at a value but do not name it.
+fn key_at(text: &str, before: &str) -> Option<String> {
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = before.lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']')
+    });
+    Some(match table {
+        Some(t) => format!("{}.{key}", t.trim()),
+        None => key.to_owned(),
+    })
 }
 
 impl TlsConfig {
