@@ -503,6 +503,25 @@ mod tests {
         assert!(parse_report(body.as_bytes()).is_ok());
     }
 
+    proptest::proptest! {
+        /// Whatever raw id arrives, and whether the payload is accepted or
+        /// refused, the raw value is in neither the report nor the reason.
+        #[test]
+        fn raw_ids_never_survive_parsing(
+            raw in "[g-z]{8,300}",
+            count in proptest::prop_oneof![proptest::strategy::Just(1i64), proptest::strategy::Just(-1i64)],
+        ) {
+            let body = format!(
+                r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{raw}"}},"server_guid":{{"type":"string","value":"{raw}"}},"usercnt_active":{{"type":"int","value":{count}}}}}}}"#
+            );
+            let seen = match parse_report(body.as_bytes()) {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => e.0,
+            };
+            proptest::prop_assert!(!seen.contains(&raw));
+        }
+    }
+
     #[test]
     fn uid_is_sha256_of_newline_joined_parts() {
         assert_eq!(
