@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cfgfile;
 pub mod cli;
+pub mod collector;
 pub mod facts;
 pub mod logging;
 pub mod payload;
