@@ -37,6 +37,11 @@ pids+=($!)
 wait_for "$work/collector.log" "listening on"
 addr=$(grep -o 'listening on [0-9.]*:[0-9]*' "$work/collector.log" | head -n1 | cut -d' ' -f3)
 
+# Counts as a Kopano server would give them (a facts file; on a real
+# server, surveyclient_facts = kopano-mysql asks the database).
+cat >"$work/facts.json" <<JSON
+{"usercnt_active": 42, "usercnt_contact": 7, "usercnt_na_user": 3, "usercnt_room": 2, "usercnt_equipment": 1, "usercnt_nonactive": 6}
+JSON
 cat >"$work/surveyd.cfg" <<CFG
 # The demo reads this machine's real /etc/machine-id; only its hash leaves.
 surveyclient_url = http://$addr/api/stats/v1/submit
@@ -47,6 +52,7 @@ surveyclient_program_name = kopano-server
 surveyclient_program_version = 8.7.80
 user_plugin = db
 attachment_storage = files
+surveyclient_facts = file:$work/facts.json
 CFG
 echo "== surveyd check-config"
 "$bin/surveyd" -c "$work/surveyd.cfg" check-config | grep -v '^mysql_'

@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 fn preview(install: &Install) -> Vec<u8> {
@@ -115,18 +114,6 @@ fn raw_identifiers_appear_in_no_received_byte_audit_line_or_log() {
         body["stats"]["machine_id_hash"]["value"],
         systemd_app_specific(RAW_MACHINE_ID, APP_ID)
     );
-}
-
-/// `sd_id128_get_app_specific()` as systemd computes it.
-fn systemd_app_specific(machine_id: &str, app_id: &str) -> String {
-    let key = hex::decode(machine_id).unwrap();
-    let app = hex::decode(app_id).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(&app);
-    let mut id = mac.finalize().into_bytes()[..16].to_vec();
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    hex::encode(id)
 }
 
 #[test]
