@@ -6,6 +6,7 @@ pub mod cfgfile;
 pub mod cli;
 pub mod collector;
 pub mod facts;
+pub mod kopano_mysql;
 pub mod logging;
 pub mod payload;
 pub mod privacy;

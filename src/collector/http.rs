@@ -240,7 +240,7 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     if req
         .headers()
         .get("x-kopano-stats-request")
-        .map_or(true, |v| v.as_bytes() != b"1")
+        .is_none_or(|v| v.as_bytes() != b"1")
     {
         return text(
             StatusCode::BAD_REQUEST,
