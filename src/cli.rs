@@ -98,8 +98,8 @@ pub enum Command {
     /// Sends a report at a random moment within surveyclient_start_delay,
     /// then every surveyclient_interval seconds; retries failures with
     /// backoff. Speaks the sd_notify protocol (READY, STATUS, WATCHDOG,
-    /// RELOADING, STOPPING): SIGHUP reloads the configuration, SIGTERM
-    /// stops.
+    /// RELOADING, STOPPING): SIGHUP reloads the configuration, SIGUSR1
+    /// sends a report now, SIGTERM stops.
     Run,
     /// Make the running service reload its configuration, and wait
     ///

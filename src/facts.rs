@@ -1,6 +1,7 @@
 //! Facts: what a report says about this machine, gathered from the machine
 //! id file, os-release, uname, the settings, the state dir (a server GUID
-//! generated once) and the admin's extra sources (`surveyclient_facts`).
+//! generated once) and the admin's extra sources (`surveyclient_facts`; the
+//! `kopano-mysql` one lives in `kopano_mysql`).
 //!
 //! A source that fails is logged and its fields are left out; nothing is
 //! ever made up. Fields named in `surveyclient_omit` are not even read.
@@ -85,8 +86,13 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
     }
 
     if wanted("server_guid_hash") {
+        // With kopano-mysql the database holds the installation's GUID; a
+        // generated one in its place (database down, row missing) would
+        // make the collector count a second installation.
+        let database_owns_guid = settings.facts.contains(&FactSource::KopanoMysql);
         facts.server_guid = match &settings.server_guid {
             Some(configured) => RawId::server_guid(configured),
+            None if database_owns_guid => source_guid,
             None => source_guid.or_else(|| stored_server_guid(&settings.state_dir)),
         };
     }
@@ -266,12 +272,7 @@ async fn read_source(source: &FactSource, settings: &Settings) -> Option<SourceF
                 }
             }
         }
-        FactSource::KopanoMysql => {
-            warn!(
-                "facts source kopano-mysql is not supported by this build; its facts are left out"
-            );
-            return None;
-        }
+        FactSource::KopanoMysql => return crate::kopano_mysql::collect(settings).await,
     };
     match parse_source_output(&output) {
         Ok((facts, problems)) => {

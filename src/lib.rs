@@ -4,7 +4,9 @@
 pub mod audit;
 pub mod cfgfile;
 pub mod cli;
+pub mod collector;
 pub mod facts;
+pub mod kopano_mysql;
 pub mod logging;
 pub mod payload;
 pub mod privacy;

@@ -5,6 +5,7 @@
 //! No raw identifier is ever passed to a log macro: facts and privacy code
 //! log what failed and where, never the value read.
 
+use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -38,6 +39,7 @@ pub fn init(identifier: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

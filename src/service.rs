@@ -1,7 +1,7 @@
 //! The service loop behind `surveyd run`: one task that owns the schedule,
 //! the running settings and the audit log, and reacts to four events: the
 //! next report is due, a report finished, a signal (SIGHUP reload,
-//! SIGTERM/SIGINT stop), and the watchdog tick. It speaks the sd_notify
+//! SIGTERM/SIGINT stop, SIGUSR1 report now), and the watchdog tick. It speaks the sd_notify
 //! protocol (READY, STATUS, WATCHDOG, RELOADING + MONOTONIC_USEC, STOPPING).
 //!
 //! A report runs as its own task, so a slow collector never blocks the
@@ -66,6 +66,20 @@ fn notify(states: &[NotifyState]) {
     if let Err(err) = sd_notify::notify(false, states) {
         warn!("cannot notify systemd: {err}");
     }
+}
+
+/// The watchdog period systemd asked for, with libsystemd's rules:
+/// `WATCHDOG_USEC` set and, if `WATCHDOG_PID` is set too, naming this
+/// process. (The sd-notify crate insists on WATCHDOG_PID, which
+/// `sd_watchdog_enabled()` does not.)
+pub fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 /// Whether the watchdog may be fed: false once a report has been running
@@ -138,24 +152,23 @@ impl Service {
     }
 
     async fn run(mut self) -> u8 {
-        let (mut hup, mut term, mut int) = match (
+        let (mut hup, mut term, mut int, mut usr1) = match (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
         ) {
-            (Ok(hup), Ok(term), Ok(int)) => (hup, term, int),
+            (Ok(hup), Ok(term), Ok(int), Ok(usr1)) => (hup, term, int, usr1),
             _ => {
                 error!("cannot install signal handlers");
                 return exit::SOFTWARE;
             }
         };
-        let mut watchdog_usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec).then(|| {
-            let mut tick = tokio::time::interval(Duration::from_micros(watchdog_usec / 2));
+        let mut watchdog = watchdog_period().map(|period| {
+            let mut tick = tokio::time::interval(period / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick
         });
-        let mut watchdog = watchdog;
 
         info!(
             "surveyd {} started with {}; {}",
@@ -163,13 +176,14 @@ impl Service {
             self.config_path.display(),
             self.plan()
         );
-        self.write_reload_status("ok");
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        self.write_reload_status("ok");
 
         loop {
             let due = self.next.filter(|_| self.in_flight.is_none());
             tokio::select! {
                 _ = hup.recv() => self.reload(),
+                _ = usr1.recv() => self.report_now(),
                 _ = term.recv() => return self.stop().await,
                 _ = int.recv() => return self.stop().await,
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
@@ -213,6 +227,20 @@ impl Service {
             &mut rand::thread_rng(),
         );
         self.next = Some(Instant::now() + delay);
+    }
+
+    /// SIGUSR1 (`systemctl kill -s USR1 surveyd`): report now instead of
+    /// at the scheduled time. The service owns the audit log while it runs,
+    /// so this is how an admin sends by hand without stopping it.
+    fn report_now(&mut self) {
+        if !self.settings.enabled() {
+            warn!("SIGUSR1 ignored: reporting is off (surveyclient_interval = 0)");
+        } else if self.in_flight.is_some() {
+            info!("SIGUSR1: a report is already being sent");
+        } else {
+            info!("SIGUSR1: sending a report now");
+            self.next = Some(Instant::now());
+        }
     }
 
     fn start_report(&mut self) {
@@ -290,7 +318,7 @@ impl Service {
             Ok(now) => notify(&[NotifyState::Reloading, now]),
             Err(_) => notify(&[NotifyState::Reloading]),
         }
-        match Settings::load(&self.config_path) {
+        let outcome = match Settings::load(&self.config_path) {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     warn!("{warning}");
@@ -298,15 +326,20 @@ impl Service {
                 self.apply(loaded.settings);
                 self.reload_problem = None;
                 info!("configuration reloaded; {}", self.plan());
-                self.write_reload_status("ok");
+                "ok".to_string()
             }
             Err(err) => {
                 error!("reload rejected, keeping the running configuration: {err}");
                 self.reload_problem = Some(format!("reload rejected: {err}"));
-                self.write_reload_status(&format!("failed: {err}"));
+                format!("failed: {err}")
             }
-        }
+        };
+        // READY and the new STATUS go out before `surveyd reload` is told
+        // the outcome: systemd reads notifications before it sees the
+        // ExecReload process exit, so when `systemctl reload` returns,
+        // `systemctl status` already shows the new state.
         notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        self.write_reload_status(&outcome);
     }
 
     fn apply(&mut self, new: Settings) {

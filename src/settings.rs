@@ -41,6 +41,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "mysql_password",
     "mysql_socket",
     "mysql_database",
+    "surveyclient_mysql_ssl_ca",
 ];
 
 /// Where reports go when nothing is configured (upstream's default).
@@ -121,6 +122,9 @@ pub struct MysqlSettings {
     /// `None` when `mysql_socket` is empty: connect over TCP.
     pub socket: Option<PathBuf>,
     pub database: String,
+    /// `surveyclient_mysql_ssl_ca`: when set, TCP connections to the
+    /// database must use TLS with a certificate issued by this CA.
+    pub ssl_ca: Option<PathBuf>,
 }
 
 impl Default for MysqlSettings {
@@ -132,6 +136,7 @@ impl Default for MysqlSettings {
             password: String::new(),
             socket: None,
             database: "kopano".into(),
+            ssl_ca: None,
         }
     }
 }
@@ -146,6 +151,7 @@ impl fmt::Debug for MysqlSettings {
             .field("password", &mask(&self.password))
             .field("socket", &self.socket)
             .field("database", &self.database)
+            .field("ssl_ca", &self.ssl_ca)
             .finish()
     }
 }
@@ -335,6 +341,13 @@ impl Settings {
                 database: read(cfg, "mysql_database", d.mysql.database, |v| {
                     Ok(v.to_string())
                 })?,
+                ssl_ca: read(cfg, "surveyclient_mysql_ssl_ca", d.mysql.ssl_ca, |v| {
+                    if v.is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_absolute_path(v).map(Some)
+                    }
+                })?,
             },
         };
         let mut warnings = cfg.warnings().to_vec();
@@ -412,6 +425,14 @@ impl Settings {
                     .unwrap_or_default(),
             ),
             ("mysql_database", self.mysql.database.clone()),
+            (
+                "surveyclient_mysql_ssl_ca",
+                self.mysql
+                    .ssl_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
         ]
     }
 }
@@ -1129,6 +1150,29 @@ mod tests {
     }
 
     #[test]
+    fn mysql_ssl_ca_is_an_absolute_path_and_empty_means_no_tls() {
+        let s = settings("surveyclient_mysql_ssl_ca = /etc/mysql/ca.pem\n");
+        assert_eq!(
+            s.mysql.ssl_ca.as_deref(),
+            Some(Path::new("/etc/mysql/ca.pem"))
+        );
+        assert_eq!(settings("surveyclient_mysql_ssl_ca =\n").mysql.ssl_ca, None);
+        assert_eq!(Settings::default().mysql.ssl_ca, None);
+        let msg = error("\nsurveyclient_mysql_ssl_ca = ca.pem\n", 2);
+        assert!(
+            msg.starts_with("surveyclient_mysql_ssl_ca:") && msg.contains("absolute"),
+            "{msg}"
+        );
+        // A misspelling is caught like every other surveyclient_ key.
+        let loaded = from_text("surveyclient_mysql_ssl_cafile = /x\n").unwrap();
+        assert!(
+            loaded.warnings[0].ends_with("did you mean surveyclient_mysql_ssl_ca?"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
     fn later_key_wins_for_settings() {
         let s = settings("surveyclient_interval = 60\nsurveyclient_interval = 120\n");
         assert_eq!(s.interval, Duration::from_secs(120));
@@ -1220,7 +1264,8 @@ mod tests {
             "surveyclient_url = unix:/run/c.sock\nsurveyclient_interval = 0\nsurveyclient_ssl_verify = 0\n\
              surveyclient_app_id = 00112233-4455-6677-8899-aabbccddeeff\nsurveyclient_omit = utsname osrelease\n\
              surveyclient_facts = command:/bin/f a  b; file:/x;kopano-mysql\n\
-             surveyclient_id_hash = sha256\nuser_plugin = ldap\nmysql_port = 1\nmysql_socket = /s\n",
+             surveyclient_id_hash = sha256\nuser_plugin = ldap\nmysql_port = 1\nmysql_socket = /s\n\
+             surveyclient_mysql_ssl_ca = /etc/mysql/ca.pem\n",
         );
         assert_eq!(round_trip(&s), s);
     }

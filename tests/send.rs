@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 fn preview(install: &Install) -> Vec<u8> {
@@ -115,18 +114,6 @@ fn raw_identifiers_appear_in_no_received_byte_audit_line_or_log() {
         body["stats"]["machine_id_hash"]["value"],
         systemd_app_specific(RAW_MACHINE_ID, APP_ID)
     );
-}
-
-/// `sd_id128_get_app_specific()` as systemd computes it.
-fn systemd_app_specific(machine_id: &str, app_id: &str) -> String {
-    let key = hex::decode(machine_id).unwrap();
-    let app = hex::decode(app_id).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(&app);
-    let mut id = mac.finalize().into_bytes()[..16].to_vec();
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    hex::encode(id)
 }
 
 #[test]
@@ -443,4 +430,69 @@ fn read_only_audit_directory_means_nothing_is_sent() {
 #[test]
 fn full_audit_directory_means_nothing_is_sent() {
     send_with_broken_audit_dir(true);
+}
+
+#[test]
+fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
+    let proxy = stand_in(None, vec![Reply::Status(204)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("http://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = proxy.requests();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0]
+            .head()
+            .starts_with("POST http://collector.invalid/api/stats/v1/submit HTTP/1.1"),
+        "absolute-form request to the proxy: {}",
+        got[0].head()
+    );
+    assert_eq!(got[0].header("host").unwrap(), "collector.invalid");
+
+    // no_proxy sends straight to the collector.
+    let direct = stand_in(None, vec![Reply::Status(204)]);
+    install.write_config(&direct.url, "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .env("no_proxy", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(direct.requests().len(), 1);
+    assert_eq!(proxy.requests().len(), 1, "the proxy saw nothing more");
+}
+
+#[test]
+fn https_through_a_proxy_opens_a_connect_tunnel() {
+    // The stand-in answers CONNECT with 403, so the tunnel is refused and
+    // nothing but the CONNECT line reaches it: the payload is never sent in
+    // clear to a proxy.
+    let proxy = stand_in(None, vec![Reply::Status(403)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("https://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("https_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("through proxy"), "{}", stderr(&out));
+    let got = proxy.requests();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0]
+            .head()
+            .starts_with("CONNECT collector.invalid:443 HTTP/1.1"),
+        "{}",
+        got[0].head()
+    );
+    assert!(got[0].body().is_empty());
 }

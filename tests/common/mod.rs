@@ -119,6 +119,20 @@ impl Default for Install {
     }
 }
 
+/// `sd_id128_get_app_specific()` as systemd computes it, for checking
+/// what surveyd sent.
+pub fn systemd_app_specific(id_hex: &str, app_id_hex: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let key = hex::decode(id_hex.replace('-', "")).unwrap();
+    let app = hex::decode(app_id_hex).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(&app);
+    let mut id = mac.finalize().into_bytes()[..16].to_vec();
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    hex::encode(id)
+}
+
 /// Fails if any form of a raw identifier occurs in `bytes`.
 pub fn assert_no_raw_ids(what: &str, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes).to_ascii_lowercase();
@@ -226,6 +240,9 @@ impl StandIn {
 pub struct Pki {
     pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
+    /// The server certificate and key as PEM, for servers that read files.
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 pub fn pki(self_signed: bool) -> Pki {
@@ -246,6 +263,8 @@ pub fn pki(self_signed: bool) -> Pki {
     } else {
         server_params.signed_by(&server_key, &ca, &ca_key).unwrap()
     };
+    let cert_pem = server_cert.pem();
+    let key_pem = server_key.serialize_pem();
     let chain = vec![server_cert.der().clone()];
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -259,6 +278,8 @@ pub fn pki(self_signed: bool) -> Pki {
     Pki {
         ca_pem: ca.pem(),
         server: Arc::new(config),
+        cert_pem,
+        key_pem,
     }
 }
 

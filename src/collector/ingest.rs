@@ -1,0 +1,532 @@
+//! Turning a submitted body into a validated [`Report`]: the version-2
+//! payload rules, both client generations (surveyd's hashed identifiers and
+//! upstream kopano-server's raw ones), the `flags` bits and the row `uid`.
+//!
+//! Everything here is pure so that tests can call it directly. Raw
+//! identifiers live only inside [`parse_report`]: they are hashed the moment
+//! they are read and never copied into a `Report`, an error or a log line.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// The report came from upstream kopano-server: `machine_id`/`server_guid`
+/// arrived raw and were replaced by their SHA-256 on ingest.
+pub const FLAG_UPSTREAM_RAW_IDS: i64 = 1;
+/// surveyd `id_scheme = app-v1`: the id columns hold systemd-style
+/// app-specific ids (32 hex), not comparable with SHA-256 ones.
+pub const FLAG_ID_APP_V1: i64 = 2;
+/// surveyd `id_scheme = sha256`: the id columns hold SHA-256 of the raw ids
+/// computed by the client, the same values upstream reports produce here.
+pub const FLAG_ID_SHA256: i64 = 4;
+/// The report carried no machine id (the client had none, or omitted it).
+pub const FLAG_NO_MACHINE_ID: i64 = 8;
+/// The report carried no server GUID.
+pub const FLAG_NO_SERVER_GUID: i64 = 16;
+
+/// Upper bound for every `usercnt_*` value; anything larger is not a real
+/// installation and would only pollute the aggregates.
+pub const MAX_COUNT: i64 = 1_000_000_000;
+/// Upper bound, in bytes, for every string fact.
+pub const MAX_STRING_BYTES: usize = 256;
+
+/// One validated report, ready to be stored. Holds no raw identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub uid: String,
+    pub machine_id_sha256: Option<String>,
+    pub server_guid_sha256: Option<String>,
+    pub usercnt_active: Option<i64>,
+    pub usercnt_contact: Option<i64>,
+    pub usercnt_equipment: Option<i64>,
+    pub usercnt_na_user: Option<i64>,
+    pub usercnt_nonactive: Option<i64>,
+    pub userplugin: Option<String>,
+    pub osrelease: Option<String>,
+    pub utsname: Option<String>,
+    pub program_name: Option<String>,
+    pub program_version: Option<String>,
+    pub flags: i64,
+    pub usercnt_room: Option<i64>,
+    pub attachment_storage: Option<String>,
+}
+
+/// Why a body was refused. The text goes back to the client as the one-line
+/// 400 reason, so it names fields and rules but never echoes a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+fn reject(msg: impl Into<String>) -> Rejection {
+    Rejection(msg.into())
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The installation key: lowercase hex SHA-256 over the machine id hash, a
+/// newline, the server GUID hash, a newline and the program name (a missing
+/// part counts as the empty string). Newline cannot occur in any part, so
+/// the concatenation is unambiguous.
+pub fn installation_uid(
+    machine_id_sha256: Option<&str>,
+    server_guid_sha256: Option<&str>,
+    program_name: Option<&str>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(machine_id_sha256.unwrap_or("").as_bytes());
+    h.update(b"\n");
+    h.update(server_guid_sha256.unwrap_or("").as_bytes());
+    h.update(b"\n");
+    h.update(program_name.unwrap_or("").as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The envelope, with the parts looked at later left unparsed.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stats: Option<&'a RawValue>,
+}
+
+/// The stats this collector knows. Any other name is skipped by the parser
+/// without being copied or looked at.
+#[derive(Deserialize)]
+struct Stats<'a> {
+    #[serde(borrow)]
+    machine_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    server_guid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    machine_id_hash: Option<&'a RawValue>,
+    #[serde(borrow)]
+    server_guid_hash: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id_scheme: Option<&'a RawValue>,
+    #[serde(borrow)]
+    program_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    program_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    osrelease: Option<&'a RawValue>,
+    #[serde(borrow)]
+    utsname: Option<&'a RawValue>,
+    #[serde(borrow)]
+    userplugin: Option<&'a RawValue>,
+    #[serde(borrow)]
+    attachment_storage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_active: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_contact: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_equipment: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_na_user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_nonactive: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usercnt_room: Option<&'a RawValue>,
+}
+
+/// One stat: `{"desc": .., "type": .., "mode": .., "value": ..}`.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    desc: Option<&'a RawValue>,
+    #[serde(borrow)]
+    mode: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+/// A JSON string, borrowed from the body unless it had escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Str>(raw.get()).ok().map(|s| s.0)
+}
+
+/// serde would also fill a struct from a JSON array, by position; only
+/// objects are payloads.
+fn is_object(json: &[u8]) -> bool {
+    json.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
+/// Parse and validate one request body.
+///
+/// serde's messages for a value of the wrong type quote the value, so
+/// they are never passed on: every rejection below is worded here, and
+/// only syntax errors (which carry just a position) are quoted.
+pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
+    if !is_object(body) {
+        return Err(reject("payload is not a JSON object"));
+    }
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            reject("payload is not a JSON object")
+        } else {
+            reject(format!("malformed JSON: {e}"))
+        }
+    })?;
+    let version = envelope
+        .version
+        .ok_or_else(|| reject("missing \"version\""))?;
+    match serde_json::from_str::<i64>(version.get()) {
+        Ok(2) => {}
+        Ok(v) => {
+            return Err(reject(format!(
+                "unsupported version {v}; this collector accepts version 2"
+            )))
+        }
+        Err(_) => return Err(reject("\"version\" is not a supported integer")),
+    }
+    let stats = envelope.stats.ok_or_else(|| reject("missing \"stats\""))?;
+    if !is_object(stats.get().as_bytes()) {
+        return Err(reject("\"stats\" is not an object"));
+    }
+    let stats: Stats = serde_json::from_str(stats.get()).map_err(|e| {
+        let msg = e.to_string();
+        // The one data error worth naming; it quotes only our field name.
+        match msg.strip_prefix("duplicate field ") {
+            Some(rest) => reject(format!(
+                "stats: duplicate entry {}",
+                rest.split(' ').next().unwrap_or("")
+            )),
+            None => reject("\"stats\" is not an object"),
+        }
+    })?;
+
+    let scheme = match string_stat(stats.id_scheme, "id_scheme")?.as_deref() {
+        None => None,
+        Some("app-v1") => Some(IdScheme::AppV1),
+        Some("sha256") => Some(IdScheme::Sha256),
+        Some(_) => return Err(reject("stats.id_scheme: must be \"app-v1\" or \"sha256\"")),
+    };
+    let raw_machine = raw_id_stat(stats.machine_id, "machine_id")?;
+    let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?;
+    let hashed_machine = string_stat(stats.machine_id_hash, "machine_id_hash")?;
+    let hashed_guid = string_stat(stats.server_guid_hash, "server_guid_hash")?;
+
+    let surveyd_style = scheme.is_some() || hashed_machine.is_some() || hashed_guid.is_some();
+    let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
+    if surveyd_style && upstream_style {
+        return Err(reject(
+            "payload mixes raw machine_id/server_guid with hashed identifiers",
+        ));
+    }
+
+    let (machine_id_sha256, server_guid_sha256, mut flags) = if surveyd_style {
+        let scheme = scheme.ok_or_else(|| reject("hashed identifiers need stats.id_scheme"))?;
+        let m = hashed_machine
+            .map(|h| scheme.check("machine_id_hash", &h))
+            .transpose()?;
+        let g = hashed_guid
+            .map(|h| scheme.check("server_guid_hash", &h))
+            .transpose()?;
+        (m, g, scheme.flag())
+    } else {
+        (
+            raw_machine.map(|raw| sha256_hex(raw.as_bytes())),
+            raw_guid.map(|raw| sha256_hex(raw.as_bytes())),
+            FLAG_UPSTREAM_RAW_IDS,
+        )
+    };
+    if machine_id_sha256.is_none() && server_guid_sha256.is_none() {
+        return Err(reject(
+            "no installation identifier: need a machine id or a server GUID",
+        ));
+    }
+    if machine_id_sha256.is_none() {
+        flags |= FLAG_NO_MACHINE_ID;
+    }
+    if server_guid_sha256.is_none() {
+        flags |= FLAG_NO_SERVER_GUID;
+    }
+
+    let fact = |raw, name| string_stat(raw, name).map(|v| v.map(Cow::into_owned));
+    let program_name = fact(stats.program_name, "program_name")?;
+    let uid = installation_uid(
+        machine_id_sha256.as_deref(),
+        server_guid_sha256.as_deref(),
+        program_name.as_deref(),
+    );
+    Ok(Report {
+        uid,
+        machine_id_sha256,
+        server_guid_sha256,
+        usercnt_active: count_stat(stats.usercnt_active, "usercnt_active")?,
+        usercnt_contact: count_stat(stats.usercnt_contact, "usercnt_contact")?,
+        usercnt_equipment: count_stat(stats.usercnt_equipment, "usercnt_equipment")?,
+        usercnt_na_user: count_stat(stats.usercnt_na_user, "usercnt_na_user")?,
+        usercnt_nonactive: count_stat(stats.usercnt_nonactive, "usercnt_nonactive")?,
+        userplugin: fact(stats.userplugin, "userplugin")?,
+        osrelease: fact(stats.osrelease, "osrelease")?,
+        utsname: fact(stats.utsname, "utsname")?,
+        program_name,
+        program_version: fact(stats.program_version, "program_version")?,
+        flags,
+        usercnt_room: count_stat(stats.usercnt_room, "usercnt_room")?,
+        attachment_storage: fact(stats.attachment_storage, "attachment_storage")?,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum IdScheme {
+    AppV1,
+    Sha256,
+}
+
+impl IdScheme {
+    fn flag(self) -> i64 {
+        match self {
+            IdScheme::AppV1 => FLAG_ID_APP_V1,
+            IdScheme::Sha256 => FLAG_ID_SHA256,
+        }
+    }
+
+    /// Hashes must have exactly the shape their scheme produces, so that a
+    /// client bug (or a raw id sent by mistake) cannot end up in the table.
+    fn check(self, name: &str, value: &str) -> Result<String, Rejection> {
+        let (len, what) = match self {
+            IdScheme::AppV1 => (32, "32 lowercase hex digits for app-v1"),
+            IdScheme::Sha256 => (64, "64 lowercase hex digits for sha256"),
+        };
+        let ok = value.len() == len
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(value.to_owned())
+        } else {
+            Err(reject(format!("stats.{name}: must be {what}")))
+        }
+    }
+}
+
+/// The entry `raw` of stat `name`, checked to declare `expected_type`.
+fn entry<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    expected_type: &str,
+) -> Result<Option<Entry<'a>>, Rejection> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let not_object = || reject(format!("stats.{name}: not an object"));
+    if !is_object(raw.get().as_bytes()) {
+        return Err(not_object());
+    }
+    let e: Entry = serde_json::from_str(raw.get()).map_err(|_| not_object())?;
+    match e.kind.map(json_str) {
+        Some(Some(t)) if t == expected_type => {}
+        Some(_) => {
+            return Err(reject(format!(
+                "stats.{name}: type must be \"{expected_type}\""
+            )))
+        }
+        None => return Err(reject(format!("stats.{name}: missing \"type\""))),
+    }
+    if e.desc.is_some_and(|d| json_str(d).is_none()) {
+        return Err(reject(format!("stats.{name}: \"desc\" is not a string")));
+    }
+    Ok(Some(e))
+}
+
+fn string_stat<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    let Some(e) = entry(raw, name, "string")? else {
+        return Ok(None);
+    };
+    let value = e
+        .value
+        .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
+    let v =
+        json_str(value).ok_or_else(|| reject(format!("stats.{name}: value is not a string")))?;
+    if v.len() > MAX_STRING_BYTES {
+        return Err(reject(format!(
+            "stats.{name}: longer than {MAX_STRING_BYTES} bytes"
+        )));
+    }
+    // Control characters have no place in these facts and would break the
+    // one-line-per-row outputs (table, CSV) that vendors read.
+    if v.chars().any(char::is_control) {
+        return Err(reject(format!("stats.{name}: contains control characters")));
+    }
+    Ok(Some(v))
+}
+
+/// A raw upstream identifier: an empty one means "none", never a hash of
+/// the empty string.
+fn raw_id_stat<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    Ok(string_stat(raw, name)?.filter(|v| !v.is_empty()))
+}
+
+fn count_stat(raw: Option<&RawValue>, name: &str) -> Result<Option<i64>, Rejection> {
+    let Some(e) = entry(raw, name, "int")? else {
+        return Ok(None);
+    };
+    // Upstream sends its on-demand counts both as gauges and as counters.
+    if let Some(mode) = e.mode {
+        if !matches!(json_str(mode).as_deref(), Some("gauge" | "counter")) {
+            return Err(reject(format!(
+                "stats.{name}: mode must be \"gauge\" or \"counter\""
+            )));
+        }
+    }
+    let value = e
+        .value
+        .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
+    let out_of_range = || reject(format!("stats.{name}: out of range 0..={MAX_COUNT}"));
+    match serde_json::from_str::<i64>(value.get()) {
+        Ok(n) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
+        Ok(_) => Err(out_of_range()),
+        Err(_) if serde_json::from_str::<u64>(value.get()).is_ok() => Err(out_of_range()),
+        Err(_) => Err(reject(format!("stats.{name}: value is not an integer"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAW_MID: &str = "3d12a7c5e0f84b6c9a1b2c3d4e5f6a7b";
+    const RAW_GUID: &str = "8c4b8d1e-77aa-4c2b-9f00-1234567890ab";
+
+    fn upstream_body() -> String {
+        format!(
+            "{{\n\t\"stats\" : \n\t{{\n\t\t\"machine_id\" : \n\t\t{{\n\t\t\t\"desc\" : \"\",\n\t\t\t\"type\" : \"string\",\n\t\t\t\"value\" : \"{RAW_MID}\"\n\t\t}},\n\t\t\"server_guid\" : \n\t\t{{\n\t\t\t\"desc\" : \"Server GUID\",\n\t\t\t\"type\" : \"string\",\n\t\t\t\"value\" : \"{RAW_GUID}\"\n\t\t}},\n\t\t\"program_name\" : \n\t\t{{\n\t\t\t\"desc\" : \"Program name\",\n\t\t\t\"type\" : \"string\",\n\t\t\t\"value\" : \"kopano-server\"\n\t\t}},\n\t\t\"usercnt_active\" : \n\t\t{{\n\t\t\t\"desc\" : \"Number of active users\",\n\t\t\t\"mode\" : \"counter\",\n\t\t\t\"type\" : \"int\",\n\t\t\t\"value\" : 42\n\t\t}}\n\t}},\n\t\"version\" : 2\n}}"
+        )
+    }
+
+    #[test]
+    fn upstream_raw_ids_are_hashed_and_flagged() {
+        let r = parse_report(upstream_body().as_bytes()).unwrap();
+        assert_eq!(
+            r.machine_id_sha256.as_deref(),
+            Some(sha256_hex(RAW_MID.as_bytes()).as_str())
+        );
+        assert_eq!(
+            r.server_guid_sha256.as_deref(),
+            Some(sha256_hex(RAW_GUID.as_bytes()).as_str())
+        );
+        assert_eq!(r.flags, FLAG_UPSTREAM_RAW_IDS);
+        assert_eq!(r.usercnt_active, Some(42));
+        let debug = format!("{r:?}");
+        assert!(!debug.contains(RAW_MID) && !debug.contains(RAW_GUID));
+    }
+
+    #[test]
+    fn sha256_client_and_upstream_map_to_the_same_uid() {
+        let up = parse_report(upstream_body().as_bytes()).unwrap();
+        let body = serde_json::json!({"version": 2, "stats": {
+            "id_scheme": {"desc": "", "type": "string", "value": "sha256"},
+            "machine_id_hash": {"desc": "", "type": "string", "value": sha256_hex(RAW_MID.as_bytes())},
+            "server_guid_hash": {"desc": "", "type": "string", "value": sha256_hex(RAW_GUID.as_bytes())},
+            "program_name": {"desc": "", "type": "string", "value": "kopano-server"},
+        }});
+        let sd = parse_report(body.to_string().as_bytes()).unwrap();
+        assert_eq!(sd.uid, up.uid);
+        assert_eq!(sd.flags, FLAG_ID_SHA256);
+    }
+
+    #[test]
+    fn app_v1_hash_must_be_32_hex_and_missing_guid_is_flagged() {
+        let ok = serde_json::json!({"version": 2, "stats": {
+            "id_scheme": {"type": "string", "value": "app-v1"},
+            "machine_id_hash": {"type": "string", "value": "0123456789abcdef0123456789abcdef"},
+        }});
+        let r = parse_report(ok.to_string().as_bytes()).unwrap();
+        assert_eq!(r.flags, FLAG_ID_APP_V1 | FLAG_NO_SERVER_GUID);
+        let bad = serde_json::json!({"version": 2, "stats": {
+            "id_scheme": {"type": "string", "value": "app-v1"},
+            "machine_id_hash": {"type": "string", "value": RAW_GUID},
+        }});
+        let e = parse_report(bad.to_string().as_bytes()).unwrap_err();
+        assert!(!e.0.contains(RAW_GUID), "{e}");
+    }
+
+    #[test]
+    fn rejections_name_the_problem_without_echoing_values() {
+        let cases = [
+            (r#"{"version":2,"stats":"#.to_owned(), "malformed JSON"),
+            (
+                r#"{"version":3,"stats":{}}"#.to_owned(),
+                "unsupported version 3",
+            ),
+            (
+                format!(
+                    r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{RAW_MID}"}},"usercnt_active":{{"type":"int","mode":"gauge","value":1000000001}}}}}}"#
+                ),
+                "usercnt_active: out of range",
+            ),
+            (
+                format!(
+                    r#"{{"version":2,"stats":{{"machine_id":{{"type":"int","value":"{RAW_MID}"}}}}}}"#
+                ),
+                "machine_id: type must be \"string\"",
+            ),
+            (
+                r#"{"version":2,"stats":{"program_name":{"type":"string","value":"x"}}}"#
+                    .to_owned(),
+                "no installation identifier",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse_report(body.as_bytes()).unwrap_err();
+            assert!(e.0.contains(want), "{body}: {e}");
+            assert!(!e.0.contains(RAW_MID));
+        }
+    }
+
+    #[test]
+    fn unknown_stats_and_fields_are_ignored() {
+        let body = format!(
+            r#"{{"version":2,"extra":true,"stats":{{"machine_id":{{"type":"string","value":"{RAW_MID}","unit":"x"}},"sql_select":{{"type":"real","mode":"counter","value":1.5}}}}}}"#
+        );
+        assert!(parse_report(body.as_bytes()).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever raw id arrives, and whether the payload is accepted or
+        /// refused, the raw value is in neither the report nor the reason.
+        #[test]
+        fn raw_ids_never_survive_parsing(
+            raw in "[g-z]{8,300}",
+            count in proptest::prop_oneof![proptest::strategy::Just(1i64), proptest::strategy::Just(-1i64)],
+        ) {
+            let body = format!(
+                r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{raw}"}},"server_guid":{{"type":"string","value":"{raw}"}},"usercnt_active":{{"type":"int","value":{count}}}}}}}"#
+            );
+            let seen = match parse_report(body.as_bytes()) {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => e.0,
+            };
+            proptest::prop_assert!(!seen.contains(&raw));
+        }
+    }
+
+    #[test]
+    fn uid_is_sha256_of_newline_joined_parts() {
+        assert_eq!(
+            installation_uid(Some("a"), None, Some("p")),
+            sha256_hex(b"a\n\np")
+        );
+    }
+}

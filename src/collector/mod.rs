@@ -1,0 +1,196 @@
+//! surveyd-collector, the vendor's side: receives reports over HTTP(S),
+//! validates them, and keeps one row per installation in SQLite or
+//! PostgreSQL. This file owns the command line and the exit codes
+//! (sysexits); each concern lives in its own module:
+//!
+//! - [`config`]: the TOML configuration and its checks
+//! - [`ingest`]: payload validation, identifier hashing, `flags`, `uid`
+//! - [`http`], [`ratelimit`]: the listener and the request handler
+//! - [`store`]: schema, migrations, the batching writer, the reads
+//! - [`report`]: the `report` and `stats` outputs
+//! - [`service`]: the systemd service loop
+//! - [`logging`]: journald or stderr
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod logging;
+pub mod ratelimit;
+pub mod report;
+pub mod service;
+pub mod store;
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use config::{Config, Database, DEFAULT_CONFIG_PATH};
+use report::Format;
+use store::{Access, Store};
+
+// sysexits.h
+pub const EX_USAGE: u8 = 64;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_SOFTWARE: u8 = 70;
+pub const EX_OSERR: u8 = 71;
+pub const EX_CONFIG: u8 = 78;
+
+/// A command failed; the message says what and where, the code is the
+/// sysexits value the process ends with.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Display) -> Failure {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "surveyd-collector",
+    version,
+    about = "Receives surveyd and kopano-server usage reports and keeps one row per installation"
+)]
+struct Cli {
+    /// Configuration file (TOML)
+    #[arg(short, long, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector service
+    Serve,
+    /// Validate the configuration and print the effective settings
+    CheckConfig,
+    /// Print the installation table
+    Report {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print installations seen per period, by version and OS, and active users
+    Stats,
+}
+
+/// The whole program; `src/bin/surveyd-collector.rs` only calls this.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => {
+            // The service reports through its log (journald under systemd).
+            logging::init();
+            return match runtime(true).and_then(|rt| rt.block_on(service::serve(&cli.config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(f) => {
+                    tracing::error!("{}", f.message);
+                    ExitCode::from(f.code)
+                }
+            };
+        }
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Report { format } => read_database(&cli.config, |store| async move {
+            let rows = store.rows().await?;
+            print!("{}", report::render(&rows, format));
+            Ok(())
+        }),
+        Command::Stats => read_database(&cli.config, |store| async move {
+            let stats = store.stats(store::unix_now()).await?;
+            print!("{}", report::stats(&stats));
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("surveyd-collector: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(EX_OSERR, format!("cannot start the runtime: {e}")))
+}
+
+fn check_config(path: &Path) -> Result<(), Failure> {
+    let config = Config::load(path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    for warning in warnings(&config) {
+        eprintln!("surveyd-collector: warning: {}: {warning}", path.display());
+    }
+    print!("{}", config.effective_toml());
+    Ok(())
+}
+
+/// Settings that are valid but probably not what the vendor wants.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(addr) = config.listen_addr() {
+        if !addr.ip().is_loopback() && config.tls.is_none() {
+            out.push(format!(
+                "listen = {:?} is reachable from other hosts but [tls] is not set; \
+                 reports would travel in clear text unless a TLS proxy is in front",
+                config.listen
+            ));
+        }
+    }
+    if let Database::Sqlite(p) = config.database() {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                out.push(format!(
+                    "database directory {} does not exist yet \
+                     (the unit's StateDirectory= creates it)",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    if !config.rate_limit.enabled {
+        out.push("rate_limit is disabled: any source may send without limit".into());
+    }
+    out
+}
+
+fn read_database<F, Fut>(path: &Path, run: F) -> Result<(), Failure>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<(), store::StoreError>>,
+{
+    let config = Config::load(path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    runtime(false)?.block_on(async {
+        let store = Store::open(&config.database(), Access::Read)
+            .await
+            .map_err(|e| Failure::new(EX_UNAVAILABLE, e))?;
+        run(store)
+            .await
+            .map_err(|e| Failure::new(EX_UNAVAILABLE, e))
+    })
+}

@@ -1,0 +1,297 @@
+//! What `report` and `stats` print: the table as a MySQL-style box, as CSV
+//! or as a JSON array of row objects, and the aggregates as text. Pure
+//! functions from rows to text.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::store::{Row, Stats, COLUMNS};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Csv,
+    Json,
+}
+
+/// A cell as MySQL's client would show it: numbers right-aligned, NULL for
+/// a missing value.
+enum Cell {
+    Text(String),
+    Number(String),
+    Null,
+}
+
+impl Cell {
+    fn text(v: &Option<String>) -> Cell {
+        v.as_ref().map_or(Cell::Null, |s| Cell::Text(s.clone()))
+    }
+    fn count(v: Option<i64>) -> Cell {
+        v.map_or(Cell::Null, |n| Cell::Number(n.to_string()))
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            Cell::Text(s) | Cell::Number(s) => s,
+            Cell::Null => "NULL",
+        }
+    }
+}
+
+/// RFC 3339 in UTC, e.g. `2024-05-01T12:00:00Z`.
+pub fn rfc3339(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// MySQL's DATETIME rendering, in UTC: `2024-05-01 12:00:00`.
+fn datetime(unix: i64) -> String {
+    rfc3339(unix)
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+fn cells(row: &Row, time: fn(i64) -> String) -> Vec<Cell> {
+    vec![
+        Cell::Text(row.uid.clone()),
+        Cell::text(&row.machine_id_sha256),
+        Cell::text(&row.server_guid_sha256),
+        Cell::Text(time(row.first_seen)),
+        Cell::Text(time(row.last_update)),
+        Cell::count(row.usercnt_active),
+        Cell::count(row.usercnt_contact),
+        Cell::count(row.usercnt_equipment),
+        Cell::count(row.usercnt_na_user),
+        Cell::count(row.usercnt_nonactive),
+        Cell::text(&row.userplugin),
+        Cell::text(&row.osrelease),
+        Cell::text(&row.utsname),
+        Cell::text(&row.program_name),
+        Cell::text(&row.program_version),
+        Cell::Number(row.flags.to_string()),
+        Cell::count(row.usercnt_room),
+        Cell::text(&row.attachment_storage),
+    ]
+}
+
+/// A box like the mysql client draws, followed by its row count line.
+/// Like mysql, numeric columns are aligned right, their NULLs included.
+fn boxed(header: &[&str], numeric: &[bool], body: &[Vec<Cell>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in body {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.as_str().chars().count());
+        }
+    }
+    let rule: String = widths.iter().fold("+".to_owned(), |mut s, w| {
+        s.push_str(&"-".repeat(w + 2));
+        s.push('+');
+        s
+    });
+    let line = |cells: &mut dyn Iterator<Item = &str>, right: &[bool]| {
+        let mut s = "|".to_owned();
+        for ((text, w), right) in cells.zip(&widths).zip(right) {
+            if *right {
+                s.push_str(&format!(" {text:>w$} |"));
+            } else {
+                s.push_str(&format!(" {text:<w$} |"));
+            }
+        }
+        s
+    };
+    let mut out = vec![rule.clone()];
+    out.push(line(
+        &mut header.iter().copied(),
+        &vec![false; header.len()],
+    ));
+    out.push(rule.clone());
+    for row in body {
+        out.push(line(&mut row.iter().map(Cell::as_str), numeric));
+    }
+    out.push(rule);
+    out.join("\n") + "\n"
+}
+
+fn rows_in_set(n: usize) -> String {
+    match n {
+        0 => "Empty set\n".to_owned(),
+        1 => "1 row in set\n".to_owned(),
+        n => format!("{n} rows in set\n"),
+    }
+}
+
+pub fn table(rows: &[Row]) -> String {
+    if rows.is_empty() {
+        return rows_in_set(0);
+    }
+    let body: Vec<Vec<Cell>> = rows.iter().map(|r| cells(r, datetime)).collect();
+    let numeric: Vec<bool> = COLUMNS
+        .iter()
+        .map(|c| c.starts_with("usercnt_") || *c == "flags")
+        .collect();
+    boxed(COLUMNS, &numeric, &body) + &rows_in_set(rows.len())
+}
+
+/// RFC 4180 CSV with a header line; NULL is an empty field.
+pub fn csv(rows: &[Row]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(COLUMNS).expect("writing to memory");
+    for row in rows {
+        let record: Vec<String> = cells(row, rfc3339)
+            .into_iter()
+            .map(|c| match c {
+                Cell::Text(s) | Cell::Number(s) => s,
+                Cell::Null => String::new(),
+            })
+            .collect();
+        w.write_record(&record).expect("writing to memory");
+    }
+    String::from_utf8(w.into_inner().expect("flushing to memory")).expect("CSV of UTF-8 is UTF-8")
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    uid: &'a str,
+    machine_id_sha256: &'a Option<String>,
+    server_guid_sha256: &'a Option<String>,
+    first_seen: String,
+    last_update: String,
+    usercnt_active: Option<i64>,
+    usercnt_contact: Option<i64>,
+    usercnt_equipment: Option<i64>,
+    usercnt_na_user: Option<i64>,
+    usercnt_nonactive: Option<i64>,
+    userplugin: &'a Option<String>,
+    osrelease: &'a Option<String>,
+    utsname: &'a Option<String>,
+    program_name: &'a Option<String>,
+    program_version: &'a Option<String>,
+    flags: i64,
+    usercnt_room: Option<i64>,
+    attachment_storage: &'a Option<String>,
+}
+
+/// An array of objects keyed by column name, times in RFC 3339.
+pub fn json(rows: &[Row]) -> String {
+    let out: Vec<JsonRow> = rows
+        .iter()
+        .map(|r| JsonRow {
+            uid: &r.uid,
+            machine_id_sha256: &r.machine_id_sha256,
+            server_guid_sha256: &r.server_guid_sha256,
+            first_seen: rfc3339(r.first_seen),
+            last_update: rfc3339(r.last_update),
+            usercnt_active: r.usercnt_active,
+            usercnt_contact: r.usercnt_contact,
+            usercnt_equipment: r.usercnt_equipment,
+            usercnt_na_user: r.usercnt_na_user,
+            usercnt_nonactive: r.usercnt_nonactive,
+            userplugin: &r.userplugin,
+            osrelease: &r.osrelease,
+            utsname: &r.utsname,
+            program_name: &r.program_name,
+            program_version: &r.program_version,
+            flags: r.flags,
+            usercnt_room: r.usercnt_room,
+            attachment_storage: &r.attachment_storage,
+        })
+        .collect();
+    serde_json::to_string_pretty(&out).expect("rows serialise") + "\n"
+}
+
+pub fn render(rows: &[Row], format: Format) -> String {
+    match format {
+        Format::Table => table(rows),
+        Format::Csv => csv(rows),
+        Format::Json => json(rows),
+    }
+}
+
+pub fn stats(s: &Stats) -> String {
+    let opt = |v: &Option<String>| Cell::text(v);
+    let mut out = format!(
+        "installations seen in the last 24 hours: {}\n\
+         installations seen in the last 7 days:   {}\n\
+         installations seen in the last 30 days:  {}\n\
+         installations ever seen:                 {}\n\
+         active users (installations seen in the last 30 days): {}\n",
+        s.seen_24h, s.seen_7d, s.seen_30d, s.total, s.active_users_30d
+    );
+    out.push_str("\nby program_version (installations seen in the last 30 days):\n");
+    let body: Vec<Vec<Cell>> = s
+        .by_version
+        .iter()
+        .map(|(name, version, n)| vec![opt(name), opt(version), Cell::Number(n.to_string())])
+        .collect();
+    out.push_str(&boxed(
+        &["program_name", "program_version", "installations"],
+        &[false, false, true],
+        &body,
+    ));
+    out.push_str("\nby osrelease (installations seen in the last 30 days):\n");
+    let body: Vec<Vec<Cell>> = s
+        .by_osrelease
+        .iter()
+        .map(|(os, n)| vec![opt(os), Cell::Number(n.to_string())])
+        .collect();
+    out.push_str(&boxed(
+        &["osrelease", "installations"],
+        &[false, true],
+        &body,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            uid: "u1".into(),
+            machine_id_sha256: Some("m".into()),
+            server_guid_sha256: None,
+            first_seen: 0,
+            last_update: 86_400,
+            usercnt_active: Some(12),
+            usercnt_contact: None,
+            usercnt_equipment: None,
+            usercnt_na_user: None,
+            usercnt_nonactive: None,
+            userplugin: Some("ldap".into()),
+            osrelease: Some("Debian, \"bookworm\"".into()),
+            utsname: None,
+            program_name: None,
+            program_version: None,
+            flags: 1,
+            usercnt_room: None,
+            attachment_storage: None,
+        }
+    }
+
+    #[test]
+    fn table_is_a_mysql_box() {
+        let t = table(&[row()]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("+-----+"));
+        assert!(lines[1].starts_with("| uid | machine_id_sha256 |"));
+        assert!(lines[3].contains("| 1970-01-02 00:00:00 |"));
+        assert!(lines[3].contains("|             12 |"), "{}", lines[3]);
+        assert!(lines[3].contains("| NULL "));
+        assert!(lines[3].contains("|            NULL |"), "{}", lines[3]);
+        assert_eq!(lines[5], "1 row in set");
+        assert_eq!(table(&[]), "Empty set\n");
+    }
+
+    #[test]
+    fn csv_quotes_and_json_keys() {
+        let c = csv(&[row()]);
+        assert!(c.starts_with("uid,machine_id_sha256,"));
+        assert!(c.contains("\"Debian, \"\"bookworm\"\"\""));
+        let j: serde_json::Value = serde_json::from_str(&json(&[row()])).unwrap();
+        assert_eq!(j[0]["last_update"], "1970-01-02T00:00:00Z");
+        assert_eq!(j[0]["server_guid_sha256"], serde_json::Value::Null);
+    }
+}

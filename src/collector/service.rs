@@ -1,0 +1,216 @@
+//! `surveyd-collector serve`: the service loop. It opens the database,
+//! starts the writer and the listener, then talks to systemd (READY,
+//! STATUS, WATCHDOG, RELOADING/MONOTONIC_USEC on SIGHUP, STOPPING) and
+//! shuts down cleanly: stop accepting, let requests finish, let the writer
+//! commit what it holds, exit 0.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::config::{Config, TlsConfig};
+use super::http::{accept_loop, Ingest, Limits};
+use super::store::{spawn_writer, Access, Store};
+use super::{Failure, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
+
+/// How often STATUS is refreshed with the counters.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+pub async fn serve(config_path: &Path) -> Result<(), Failure> {
+    let config = Config::load(config_path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    let addr = config
+        .listen_addr()
+        .map_err(|e| Failure::new(EX_CONFIG, e))?;
+    let database = config.database();
+    let store = Store::open(&database, Access::Serve)
+        .await
+        .map_err(|e| Failure::new(EX_UNAVAILABLE, e))?;
+    let tls = match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(
+            t.server_config().map_err(|e| Failure::new(EX_CONFIG, e))?,
+        )),
+        None => None,
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::new(EX_OSERR, format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::new(EX_OSERR, e))?;
+
+    let (writer, writer_task) = spawn_writer(store, config.batch_size);
+    let ingest = Arc::new(Ingest::new(&config, tls, writer));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
+
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let place = format!("{scheme}://{local} into {}", database.display());
+    tracing::info!("listening on {local} ({place})");
+    let mut monitor = Monitor { place, note: None };
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&monitor.status(&ingest)),
+    ]);
+
+    let signals = |kind| signal(kind).map_err(|e| Failure::new(EX_OSERR, e));
+    let mut hup = signals(SignalKind::hangup())?;
+    let mut term = signals(SignalKind::terminate())?;
+    let mut int = signals(SignalKind::interrupt())?;
+    let watchdog = watchdog_timeout();
+    // Without a watchdog the tick still runs, just rarely and unused.
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |t| t / 2));
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut running = config;
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                running = reload(config_path, running, &ingest, &mut monitor);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                // Ping only while both halves work: the listener still
+                // accepts and no commit has hung for half the timeout.
+                let limit = watchdog.unwrap_or_default() / 2;
+                if !acceptor.is_finished() && ingest.writer().health.healthy(limit) {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("unhealthy: withholding the watchdog ping");
+                }
+            }
+            _ = status_tick.tick() => {
+                notify(&[NotifyState::Status(&monitor.status(&ingest))]);
+            }
+            _ = &mut acceptor => {
+                return Err(Failure::new(super::EX_SOFTWARE, "the listener stopped unexpectedly"));
+            }
+        }
+    }
+
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    tracing::info!("stopping: finishing open requests");
+    let _ = shutdown_tx.send(true);
+    let _ = acceptor.await;
+    // The last handle to the writer goes with `ingest`; the writer then
+    // commits whatever is still queued and exits.
+    let (stored, refused) = monitor.counts(&ingest);
+    drop(ingest);
+    let _ = writer_task.await;
+    tracing::info!("stopped after {stored} reports stored, {refused} refused");
+    Ok(())
+}
+
+/// What STATUS says.
+struct Monitor {
+    place: String,
+    /// Set while the configuration on disk is not the one running.
+    note: Option<String>,
+}
+
+impl Monitor {
+    fn counts(&self, ingest: &Ingest) -> (u64, u64) {
+        (
+            ingest.stored.load(Ordering::Relaxed),
+            ingest.refused.load(Ordering::Relaxed),
+        )
+    }
+
+    fn status(&self, ingest: &Ingest) -> String {
+        let (stored, refused) = self.counts(ingest);
+        let base = format!(
+            "listening on {}; {stored} reports stored, {refused} refused",
+            self.place
+        );
+        match &self.note {
+            Some(note) => format!("{note}; {base}"),
+            None => base,
+        }
+    }
+}
+
+/// Re-read the file and apply what can change without a restart: path,
+/// body limit, rate limit, TLS certificate. A bad file changes nothing.
+fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) -> Config {
+    let mut reloading = vec![NotifyState::Reloading];
+    // systemd >= 253 needs the timestamp in the same datagram.
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        reloading.push(now);
+    }
+    notify(&reloading);
+    // TLS material is loaded here once more, as the files may have changed
+    // since the check inside `Config::load`.
+    let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+        let tls = c.tls.as_ref().map(TlsConfig::server_config).transpose()?;
+        Ok((c, tls))
+    });
+    let next = match loaded {
+        Ok((new, tls)) => {
+            ingest.set_limits(Limits::from_config(&new));
+            if let Some(tls) = tls {
+                ingest.set_tls(TlsAcceptor::from(tls));
+            }
+            let needs_restart: Vec<&str> = [
+                ("listen", running.listen != new.listen),
+                ("database", running.database != new.database),
+                ("batch_size", running.batch_size != new.batch_size),
+                ("tls", running.tls.is_some() != new.tls.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect();
+            if needs_restart.is_empty() {
+                monitor.note = None;
+                tracing::info!("configuration reloaded");
+            } else {
+                let keys = needs_restart.join(", ");
+                tracing::warn!("configuration reloaded; {keys} take effect after a restart");
+                monitor.note = Some(format!("{keys} changed, restart to apply"));
+            }
+            new
+        }
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            monitor.note = Some(format!(
+                "reload failed, running the previous configuration: {e}"
+            ));
+            running
+        }
+    };
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&monitor.status(ingest)),
+    ]);
+    next
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// WATCHDOG_USEC as sd_watchdog_enabled(3) reads it: a WATCHDOG_PID that
+/// names another process means the setting is not ours, an absent one is
+/// fine (sd-notify's helper insists on it).
+fn watchdog_timeout() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
+}

@@ -1,0 +1,309 @@
+//! The installation table: its schema and migrations (shared by both
+//! backends), opening a database for serving or for reading, the reads
+//! behind `report` and `stats`, and the single batching writer that every
+//! HTTP handler hands its report to.
+//!
+//! Timestamps are stored as Unix seconds (UTC) in BIGINT columns so that the
+//! same DDL, the same queries and the same comparisons work unchanged in
+//! SQLite and PostgreSQL.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::config::Database;
+use super::ingest::Report;
+
+/// Every column of the table, in table order: the seed's columns first,
+/// then the ones this collector added.
+pub const COLUMNS: &[&str] = &[
+    "uid",
+    "machine_id_sha256",
+    "server_guid_sha256",
+    "first_seen",
+    "last_update",
+    "usercnt_active",
+    "usercnt_contact",
+    "usercnt_equipment",
+    "usercnt_na_user",
+    "usercnt_nonactive",
+    "userplugin",
+    "osrelease",
+    "utsname",
+    "program_name",
+    "program_version",
+    "flags",
+    "usercnt_room",
+    "attachment_storage",
+];
+
+/// Schema migrations, in order; `schema_version` holds how many have run.
+/// Each is plain SQL that SQLite and PostgreSQL both accept.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE installations (
+    uid                TEXT NOT NULL PRIMARY KEY,
+    machine_id_sha256  TEXT,
+    server_guid_sha256 TEXT,
+    first_seen         BIGINT NOT NULL,
+    last_update        BIGINT NOT NULL,
+    usercnt_active     BIGINT,
+    usercnt_contact    BIGINT,
+    usercnt_equipment  BIGINT,
+    usercnt_na_user    BIGINT,
+    usercnt_nonactive  BIGINT,
+    userplugin         TEXT,
+    osrelease          TEXT,
+    utsname            TEXT,
+    program_name       TEXT,
+    program_version    TEXT,
+    flags              INTEGER NOT NULL,
+    usercnt_room       BIGINT,
+    attachment_storage TEXT
+);
+"];
+// No index on last_update: every report moves it, so such an index costs
+// two extra random page writes per report, while only the occasional
+// `stats` would read it (a full scan of a million rows takes well under a
+// second).
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const SELECT_ROWS: &str = "SELECT uid, machine_id_sha256, server_guid_sha256, first_seen, \
+    last_update, usercnt_active, usercnt_contact, usercnt_equipment, usercnt_na_user, \
+    usercnt_nonactive, userplugin, osrelease, utsname, program_name, program_version, flags, \
+    usercnt_room, attachment_storage FROM installations ORDER BY first_seen, uid";
+
+// `$n` parameters are understood by both SQLite and PostgreSQL.
+const SELECT_TOTALS: &str = "SELECT CAST(COUNT(*) AS BIGINT), \
+    CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+    CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN usercnt_active ELSE 0 END), 0) AS BIGINT) \
+    FROM installations";
+const SELECT_BY_VERSION: &str = "SELECT program_name, program_version, CAST(COUNT(*) AS BIGINT) \
+    FROM installations WHERE last_update >= $1 GROUP BY program_name, program_version";
+const SELECT_BY_OSRELEASE: &str = "SELECT osrelease, CAST(COUNT(*) AS BIGINT) \
+    FROM installations WHERE last_update >= $1 GROUP BY osrelease";
+
+/// One row of the table as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub uid: String,
+    pub machine_id_sha256: Option<String>,
+    pub server_guid_sha256: Option<String>,
+    pub first_seen: i64,
+    pub last_update: i64,
+    pub usercnt_active: Option<i64>,
+    pub usercnt_contact: Option<i64>,
+    pub usercnt_equipment: Option<i64>,
+    pub usercnt_na_user: Option<i64>,
+    pub usercnt_nonactive: Option<i64>,
+    pub userplugin: Option<String>,
+    pub osrelease: Option<String>,
+    pub utsname: Option<String>,
+    pub program_name: Option<String>,
+    pub program_version: Option<String>,
+    pub flags: i64,
+    pub usercnt_room: Option<i64>,
+    pub attachment_storage: Option<String>,
+}
+
+/// The aggregates behind `surveyd-collector stats`. Breakdowns and the
+/// user total cover installations seen in the last 30 days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub total: i64,
+    pub seen_24h: i64,
+    pub seen_7d: i64,
+    pub seen_30d: i64,
+    pub active_users_30d: i64,
+    /// (program_name, program_version, installations), most first.
+    pub by_version: Vec<(Option<String>, Option<String>, i64)>,
+    /// (osrelease, installations), most first.
+    pub by_osrelease: Vec<(Option<String>, i64)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    fn new(context: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError(format!("{context}: {e}"))
+    }
+}
+
+/// What the opener may do to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `serve`: create the database if needed and migrate it.
+    Serve,
+    /// `report`, `stats`: the database must exist at the current schema.
+    Read,
+}
+
+pub enum Store {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl Store {
+    pub async fn open(db: &Database, access: Access) -> Result<Store, StoreError> {
+        match db {
+            Database::Sqlite(path) => sqlite::Sqlite::open(path, access).map(Store::Sqlite),
+            Database::Postgres(url) => postgres::Postgres::open(url, access)
+                .await
+                .map(Store::Postgres),
+        }
+    }
+
+    pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.rows(),
+            Store::Postgres(p) => p.rows().await,
+        }
+    }
+
+    pub async fn stats(&self, now: i64) -> Result<Stats, StoreError> {
+        let cutoffs = [now - 86_400, now - 7 * 86_400, now - 30 * 86_400];
+        let mut stats = match self {
+            Store::Sqlite(s) => s.stats(cutoffs)?,
+            Store::Postgres(p) => p.stats(cutoffs).await?,
+        };
+        // Both backends sort NULLs differently; order here instead.
+        stats
+            .by_version
+            .sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        stats
+            .by_osrelease
+            .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(stats)
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A report on its way to the writer, with the way back to its handler.
+struct Job {
+    report: Report,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Lets the watchdog tell an idle writer from one stuck in a commit.
+pub struct WriterHealth {
+    epoch: Instant,
+    /// Milliseconds since `epoch` when the current batch began, plus one;
+    /// zero while the writer waits for work.
+    busy_since: AtomicU64,
+    running: AtomicBool,
+}
+
+impl WriterHealth {
+    fn new() -> WriterHealth {
+        WriterHealth {
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+            running: AtomicBool::new(true),
+        }
+    }
+
+    fn begin_batch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.busy_since.store(ms, Ordering::Relaxed);
+    }
+
+    fn end_batch(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Healthy unless the writer has exited or one batch has taken longer
+    /// than `limit`.
+    pub fn healthy(&self, limit: Duration) -> bool {
+        if !self.running.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => true,
+            since => {
+                let now = self.epoch.elapsed().as_millis() as u64 + 1;
+                Duration::from_millis(now.saturating_sub(since)) <= limit
+            }
+        }
+    }
+}
+
+/// The handlers' side of the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+    pub health: Arc<WriterHealth>,
+}
+
+impl WriterHandle {
+    /// Queue `report` and wait until the transaction holding it committed.
+    pub async fn submit(&self, report: Report) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job { report, done })
+            .await
+            .map_err(|_| StoreError("the writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| StoreError("the writer has stopped".into()))?
+    }
+}
+
+/// Start the one writer that owns `store`. It takes the first queued
+/// report, drains up to `batch_size - 1` more that are already waiting, and
+/// commits them together, so throughput grows with load instead of being
+/// capped at one transaction per report. It exits once every handle is
+/// dropped and the queue is empty.
+pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(batch_size * 4);
+    let health = Arc::new(WriterHealth::new());
+    let h = health.clone();
+    let task = match store {
+        Store::Sqlite(s) => tokio::task::spawn_blocking(move || {
+            s.run_writer(rx, batch_size, &h);
+            h.running.store(false, Ordering::Relaxed);
+        }),
+        Store::Postgres(p) => tokio::spawn(async move {
+            p.run_writer(rx, batch_size, &h).await;
+            h.running.store(false, Ordering::Relaxed);
+        }),
+    };
+    (WriterHandle { tx, health }, task)
+}
+
+/// Take whatever else is already queued behind `first`, up to `batch_size`.
+fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>, batch_size: usize) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(batch_size.min(64));
+    jobs.push(first);
+    while jobs.len() < batch_size {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    jobs
+}
+
+fn finish_batch(jobs: Vec<Job>, result: Result<(), StoreError>) {
+    if let Err(e) = &result {
+        tracing::error!("storing {} reports failed: {e}", jobs.len());
+    }
+    for job in jobs {
+        // A handler whose client went away no longer waits; nothing to do.
+        let _ = job.done.send(result.clone());
+    }
+}

@@ -1,0 +1,299 @@
+//! The PostgreSQL backend (tokio-postgres): connecting and reconnecting,
+//! migration under an advisory lock (several collectors may start at once
+//! against one database), the batched upsert as one array statement, and
+//! the reads.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{
+    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
+    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+};
+
+/// One round trip for a whole batch: the reports travel as parallel arrays.
+const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
+    first_seen, last_update, usercnt_active, usercnt_contact, usercnt_equipment, \
+    usercnt_na_user, usercnt_nonactive, userplugin, osrelease, utsname, program_name, \
+    program_version, flags, usercnt_room, attachment_storage) \
+    SELECT u.uid, u.mid, u.guid, $1, $1, u.active, u.contact, u.equipment, u.na_user, \
+    u.nonactive, u.userplugin, u.osrelease, u.utsname, u.program_name, u.program_version, \
+    u.flags, u.room, u.attachment_storage \
+    FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], \
+    $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+    $15::integer[], $16::bigint[], $17::text[]) \
+    AS u(uid, mid, guid, active, contact, equipment, na_user, nonactive, userplugin, osrelease, \
+    utsname, program_name, program_version, flags, room, attachment_storage) \
+    ON CONFLICT (uid) DO UPDATE SET machine_id_sha256 = EXCLUDED.machine_id_sha256, \
+    server_guid_sha256 = EXCLUDED.server_guid_sha256, last_update = EXCLUDED.last_update, \
+    usercnt_active = EXCLUDED.usercnt_active, usercnt_contact = EXCLUDED.usercnt_contact, \
+    usercnt_equipment = EXCLUDED.usercnt_equipment, usercnt_na_user = EXCLUDED.usercnt_na_user, \
+    usercnt_nonactive = EXCLUDED.usercnt_nonactive, userplugin = EXCLUDED.userplugin, \
+    osrelease = EXCLUDED.osrelease, utsname = EXCLUDED.utsname, \
+    program_name = EXCLUDED.program_name, program_version = EXCLUDED.program_version, \
+    flags = EXCLUDED.flags, usercnt_room = EXCLUDED.usercnt_room, \
+    attachment_storage = EXCLUDED.attachment_storage";
+
+/// Any constant works as long as every collector uses the same one.
+const MIGRATION_LOCK: i64 = 0x7375_7276_6579_6401; // "surveyd\x01"
+
+/// After a failed connect, batches fail fast for this long instead of each
+/// one waiting for its own connect timeout.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct Postgres {
+    url: String,
+    client: Client,
+    /// The upsert, prepared once per connection.
+    upsert: Option<Statement>,
+}
+
+fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |e| StoreError::new(context, e)
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl Postgres {
+    pub async fn open(url: &str, access: Access) -> Result<Postgres, StoreError> {
+        let client = connect(url)
+            .await
+            .map_err(err("connecting to PostgreSQL"))?;
+        let mut db = Postgres {
+            url: url.to_owned(),
+            client,
+            upsert: None,
+        };
+        if access == Access::Serve {
+            db.migrate().await.map_err(err("migrating the schema"))?;
+        }
+        let v = db
+            .schema_version()
+            .await
+            .map_err(err("reading the schema version"))?;
+        if v != SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "PostgreSQL schema version {v}, this program uses {SCHEMA_VERSION}; \
+                 an older schema is migrated by `surveyd-collector serve`"
+            )));
+        }
+        Ok(db)
+    }
+
+    async fn schema_version(&self) -> Result<i64, tokio_postgres::Error> {
+        let row = self
+            .client
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+            .await?;
+        if !row.get::<_, bool>(0) {
+            return Ok(0);
+        }
+        let row = self
+            .client
+            .query_opt("SELECT CAST(version AS BIGINT) FROM schema_version", &[])
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn migrate(&mut self) -> Result<(), tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .await?;
+        let current: i64 = tx
+            .query_opt("SELECT CAST(version AS BIGINT) FROM schema_version", &[])
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if current > SCHEMA_VERSION {
+            // A newer schema is left alone; `open` reports the mismatch.
+            return tx.rollback().await;
+        }
+        for sql in &MIGRATIONS[current as usize..] {
+            tx.batch_execute(sql).await?;
+        }
+        tx.execute("DELETE FROM schema_version", &[]).await?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(SCHEMA_VERSION as i32)],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn run_writer(
+        mut self,
+        mut rx: mpsc::Receiver<Job>,
+        batch_size: usize,
+        health: &WriterHealth,
+    ) {
+        let mut last_connect_failure: Option<Instant> = None;
+        while let Some(first) = rx.recv().await {
+            let jobs = drain_batch(first, &mut rx, batch_size);
+            health.begin_batch();
+            let result = match self.ensure_connected(&mut last_connect_failure).await {
+                Ok(()) => self.write_batch(&jobs).await.map_err(err("database write")),
+                Err(e) => Err(e),
+            };
+            health.end_batch();
+            finish_batch(jobs, result);
+        }
+    }
+
+    async fn ensure_connected(
+        &mut self,
+        last_failure: &mut Option<Instant>,
+    ) -> Result<(), StoreError> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        if last_failure.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
+            return Err(StoreError("PostgreSQL is unreachable".into()));
+        }
+        match connect(&self.url).await {
+            Ok(client) => {
+                tracing::info!("reconnected to PostgreSQL");
+                self.client = client;
+                self.upsert = None;
+                *last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                Err(StoreError::new("reconnecting to PostgreSQL", e))
+            }
+        }
+    }
+
+    async fn write_batch(&mut self, jobs: &[Job]) -> Result<(), tokio_postgres::Error> {
+        // ON CONFLICT may touch a row only once per statement, so of several
+        // reports for one installation in a batch only the last one counts,
+        // as it would have after sequential upserts.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            last.insert(job.report.uid.as_str(), i);
+        }
+        let mut idx: Vec<usize> = last.into_values().collect();
+        idx.sort_unstable();
+        let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
+        let text = |f: fn(&super::Report) -> Option<&str>| -> Vec<Option<&str>> {
+            reports.iter().map(|r| f(r)).collect()
+        };
+        let count = |f: fn(&super::Report) -> Option<i64>| -> Vec<Option<i64>> {
+            reports.iter().map(|r| f(r)).collect()
+        };
+        let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
+        let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+        let now = unix_now();
+        let stmt = match &self.upsert {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(UPSERT).await?;
+                self.upsert = Some(s.clone());
+                s
+            }
+        };
+        self.client
+            .execute(
+                &stmt,
+                &[
+                    &now,
+                    &uid,
+                    &text(|r| r.machine_id_sha256.as_deref()),
+                    &text(|r| r.server_guid_sha256.as_deref()),
+                    &count(|r| r.usercnt_active),
+                    &count(|r| r.usercnt_contact),
+                    &count(|r| r.usercnt_equipment),
+                    &count(|r| r.usercnt_na_user),
+                    &count(|r| r.usercnt_nonactive),
+                    &text(|r| r.userplugin.as_deref()),
+                    &text(|r| r.osrelease.as_deref()),
+                    &text(|r| r.utsname.as_deref()),
+                    &text(|r| r.program_name.as_deref()),
+                    &text(|r| r.program_version.as_deref()),
+                    &flags,
+                    &count(|r| r.usercnt_room),
+                    &text(|r| r.attachment_storage.as_deref()),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
+        let rows = self
+            .client
+            .query(SELECT_ROWS, &[])
+            .await
+            .map_err(err("reading the table"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Row {
+                uid: r.get(0),
+                machine_id_sha256: r.get(1),
+                server_guid_sha256: r.get(2),
+                first_seen: r.get(3),
+                last_update: r.get(4),
+                usercnt_active: r.get(5),
+                usercnt_contact: r.get(6),
+                usercnt_equipment: r.get(7),
+                usercnt_na_user: r.get(8),
+                usercnt_nonactive: r.get(9),
+                userplugin: r.get(10),
+                osrelease: r.get(11),
+                utsname: r.get(12),
+                program_name: r.get(13),
+                program_version: r.get(14),
+                flags: i64::from(r.get::<_, i32>(15)),
+                usercnt_room: r.get(16),
+                attachment_storage: r.get(17),
+            })
+            .collect())
+    }
+
+    pub async fn stats(&self, cutoffs: [i64; 3]) -> Result<Stats, StoreError> {
+        let e = err("computing stats");
+        let t = self
+            .client
+            .query_one(SELECT_TOTALS, &[&cutoffs[0], &cutoffs[1], &cutoffs[2]])
+            .await
+            .map_err(&e)?;
+        let by_version = self
+            .client
+            .query(SELECT_BY_VERSION, &[&cutoffs[2]])
+            .await
+            .map_err(&e)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let by_osrelease = self
+            .client
+            .query(SELECT_BY_OSRELEASE, &[&cutoffs[2]])
+            .await
+            .map_err(&e)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(Stats {
+            total: t.get(0),
+            seen_24h: t.get(1),
+            seen_7d: t.get(2),
+            seen_30d: t.get(3),
+            active_users_30d: t.get(4),
+            by_version,
+            by_osrelease,
+        })
+    }
+}
