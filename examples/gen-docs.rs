@@ -59,11 +59,9 @@ struct Program {
     extra_sections: Roff,
 }
 
-/// The programs documented. surveyd-collector joins this list as
-/// `collector_program()` once its clap definition (`surveyd::collector::Cli`,
-/// on the collector branch) is public.
+/// The programs documented.
 fn programs() -> Vec<Program> {
-    vec![surveyd_program()]
+    vec![surveyd_program(), collector_program()]
 }
 
 fn generate(out: &Path) -> Result<Vec<PathBuf>, String> {
@@ -430,6 +428,107 @@ fn surveyd_program() -> Program {
     );
     Program {
         command: surveyd::cli::Cli::command(),
+        section: "8",
+        extra_sections: extra,
+    }
+}
+
+fn collector_program() -> Program {
+    use surveyd::collector::{self, config, ingest};
+    let mut extra = Roff::new();
+    section(
+        &mut extra,
+        "THE SERVICE",
+        &[
+            "The package runs `surveyd-collector serve` as the systemd service \
+             surveyd-collector.service, enabled and started on installation. It \
+             accepts reports with `POST` on the standard path and answers 204; a bad \
+             request gets a 4xx answer and changes nothing. Client addresses are \
+             kept in memory for the rate limit only, never stored.",
+            "`systemctl reload surveyd-collector` re-reads the extra submit path, \
+             the body size limit, the rate limit and the TLS certificate; other \
+             settings need a restart. The service logs to the journal: \
+             `journalctl -u surveyd-collector`.",
+        ],
+    );
+    extra.control("SS", ["Standard path"]);
+    extra.text([bold(config::STANDARD_PATH)]);
+    list_section(
+        &mut extra,
+        "FLAGS",
+        Some("The `flags` column of the report records how a row arrived, as the sum of:"),
+        &[
+            (
+                ingest::FLAG_UPSTREAM_RAW_IDS.to_string(),
+                "sent by kopano-server with raw identifiers, hashed with SHA-256 on ingest".into(),
+            ),
+            (
+                ingest::FLAG_ID_APP_V1.to_string(),
+                "identifiers hashed by surveyd with the app-specific scheme (`app-v1`)".into(),
+            ),
+            (
+                ingest::FLAG_ID_SHA256.to_string(),
+                "identifiers hashed by surveyd with plain SHA-256".into(),
+            ),
+            (
+                ingest::FLAG_NO_MACHINE_ID.to_string(),
+                "the report had no machine id".into(),
+            ),
+            (
+                ingest::FLAG_NO_SERVER_GUID.to_string(),
+                "the report had no server GUID".into(),
+            ),
+        ],
+    );
+    list_section(
+        &mut extra,
+        "EXIT STATUS",
+        Some("Codes follow sysexits.h:"),
+        &[
+            ("0".into(), "Success.".into()),
+            (
+                collector::EX_USAGE.to_string(),
+                "The command line was not understood.".into(),
+            ),
+            (
+                collector::EX_UNAVAILABLE.to_string(),
+                "The database could not be reached.".into(),
+            ),
+            (collector::EX_SOFTWARE.to_string(), "Internal error.".into()),
+            (
+                collector::EX_OSERR.to_string(),
+                "The listening socket or another system resource could not be had.".into(),
+            ),
+            (
+                collector::EX_CONFIG.to_string(),
+                "The configuration is invalid; the message says where.".into(),
+            ),
+        ],
+    );
+    list_section(
+        &mut extra,
+        "FILES",
+        None,
+        &[
+            (
+                config::DEFAULT_CONFIG_PATH.into(),
+                "The configuration (TOML); every key is explained in the file as installed.".into(),
+            ),
+            (
+                "/var/lib/surveyd-collector/surveys.db".into(),
+                "The default SQLite database of installations. Kept when the \
+                 package is removed, deleted when it is purged."
+                    .into(),
+            ),
+        ],
+    );
+    section(
+        &mut extra,
+        "SEE ALSO",
+        &["surveyd(8), surveyd.cfg(5), systemctl(1), journalctl(1)"],
+    );
+    Program {
+        command: collector::Cli::command(),
         section: "8",
         extra_sections: extra,
     }
