@@ -725,9 +725,12 @@ fn conffile_page(doc: &ConfDoc) -> Vec<u8> {
         "DESCRIPTION",
         &[
             "surveyd(8) reads its settings from this file, or from the file given \
-             with `-c`. The format is that of kopano-server's server.cfg, so the \
-             settings can also live in /etc/kopano/server.cfg itself, and surveyd \
-             reads the keys it shares with kopano-server from there.",
+             with `-c`. The format is that of kopano-server's server.cfg. On a Kopano \
+             server, `!include /etc/kopano/server.cfg` in this file gives surveyd the \
+             keys it shares with kopano-server (user_plugin, attachment_storage, \
+             mysql_*); set surveyd's own keys after the include, since the later key \
+             wins and kopano-server reads the same surveyclient_* keys for its own \
+             reports.",
             "Each line is `key = value`, split at the first `=`, both sides trimmed. \
              A `#` in the first column starts a comment; there are no inline comments \
              and no quoting. `!include PATH` reads another file (relative to the \
