@@ -134,6 +134,15 @@ systemctl is-active -q surveyd || fail "surveyd is not active after the upgrade"
 [ "$(md5sum <"$CFG")" = "$conf_sum" ] || fail "the upgrade changed the edited $CFG"
 ok "upgraded to $installed: restarted (MainPID $pid -> $(main_pid)), edited conffile kept"
 
+collector_pid=$(systemctl show -p MainPID --value surveyd-collector)
+rows=$(collector_rows | grep -c '"uid"')
+dpkg -i /upgrade/surveyd-collector_*.deb || fail "dpkg -i of the newer surveyd-collector"
+systemctl is-active -q surveyd-collector || fail "surveyd-collector is not active after the upgrade"
+[ "$(systemctl show -p MainPID --value surveyd-collector)" != "$collector_pid" ] ||
+    fail "the upgrade did not restart surveyd-collector"
+[ "$(collector_rows | grep -c '"uid"')" -ge "$rows" ] || fail "the collector lost rows in the upgrade"
+ok "surveyd-collector upgraded too: restarted, its $rows rows kept"
+
 echo "== stop"
 systemctl stop surveyd || fail "systemctl stop surveyd"
 result=$(systemctl show -p Result --value surveyd)

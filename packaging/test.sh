@@ -42,7 +42,7 @@ cleanup() {
         wait "$child" 2>/dev/null || true
     fi
     if [ -n "$work" ]; then
-        umount "$work" 2>/dev/null || true
+        umount "$work" 2>/dev/null || umount --lazy "$work"
         rmdir "$work"
     fi
 }
