@@ -436,23 +436,25 @@ fn surveyd_program() -> Program {
 fn collector_program() -> Program {
     use surveyd::collector::{self, config, ingest};
     let mut extra = Roff::new();
+    let service = format!(
+        "The package runs `surveyd-collector serve` as the systemd service \
+         surveyd-collector.service, enabled and started on installation. It \
+         accepts reports with `POST` on `{}` (and on the configured `path`) and \
+         answers 204; a bad request gets a 4xx answer and changes nothing. Client \
+         addresses are kept in memory for the rate limit only, never stored.",
+        config::STANDARD_PATH
+    );
     section(
         &mut extra,
         "THE SERVICE",
         &[
-            "The package runs `surveyd-collector serve` as the systemd service \
-             surveyd-collector.service, enabled and started on installation. It \
-             accepts reports with `POST` on the standard path and answers 204; a bad \
-             request gets a 4xx answer and changes nothing. Client addresses are \
-             kept in memory for the rate limit only, never stored.",
+            &service,
             "`systemctl reload surveyd-collector` re-reads the extra submit path, \
              the body size limit, the rate limit and the TLS certificate; other \
              settings need a restart. The service logs to the journal: \
              `journalctl -u surveyd-collector`.",
         ],
     );
-    extra.control("SS", ["Standard path"]);
-    extra.text([bold(config::STANDARD_PATH)]);
     list_section(
         &mut extra,
         "FLAGS",
