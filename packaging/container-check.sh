@@ -160,7 +160,8 @@ ok "after remove the audit log ($(wc -l </var/log/surveyd/audit.log) lines) and 
 apt-get purge -y -q -o Dpkg::Use-Pty=0 surveyd surveyd-collector || fail "apt-get purge"
 leftovers=$(ls -d /etc/surveyd /usr/lib/systemd/system/surveyd* /lib/systemd/system/surveyd* \
     /etc/systemd/system/*/surveyd* /var/lib/systemd/deb-systemd-helper-enabled/surveyd* \
-    /var/lib/systemd/deb-systemd-helper-enabled/*/surveyd* /var/lib/surveyd* \
+    /var/lib/systemd/deb-systemd-helper-enabled/*/surveyd* \
+    /var/lib/systemd/deb-systemd-helper-masked/surveyd* /var/lib/surveyd* \
     /var/lib/private/surveyd* /var/log/surveyd* /var/log/private/surveyd* \
     /run/surveyd* 2>/dev/null)
 [ -z "$leftovers" ] || fail "left after purge: $leftovers"
