@@ -133,7 +133,7 @@ pub enum AuditAction {
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::logging::init("surveyd");
+    crate::logging::init("surveyd", "SURVEYD_LOG");
     let code = match &cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Preview => with_settings(&cli.config, |settings| {
