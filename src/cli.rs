@@ -133,7 +133,7 @@ pub enum AuditAction {
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::logging::init("surveyd");
+    crate::logging::init("surveyd", "SURVEYD_LOG");
     let code = match &cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Preview => with_settings(&cli.config, |settings| {
@@ -143,6 +143,9 @@ pub fn main() -> ExitCode {
         }),
         Command::Send => with_settings(&cli.config, send),
         Command::Audit { json, action } => with_settings(&cli.config, |settings| {
+            if let Some(code) = no_audit_log_yet(&settings, action.as_ref()) {
+                return code;
+            }
             audit_command(&settings.audit_log, *json, action.as_ref())
         }),
         Command::Run => crate::service::run(&cli.config),
@@ -236,6 +239,41 @@ fn send(settings: Settings) -> u8 {
         Err(err) => {
             eprintln!("surveyd: {err}; nothing was sent");
             exit::CANTCREAT
+        }
+    }
+}
+
+/// A fresh installation has no audit log: that is not an error, unless the
+/// state dir says reports were attempted, in which case the log was removed.
+fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>) -> Option<u8> {
+    let log = &settings.audit_log;
+    let rotated = log.with_file_name(format!(
+        "{}.1",
+        log.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if log.exists() || rotated.exists() {
+        return None;
+    }
+    if let Some(attempt) = report::last_attempt(&settings.state_dir) {
+        eprintln!(
+            "surveyd: audit log {} is missing, but {} records a report attempted at {}",
+            log.display(),
+            settings.state_dir.display(),
+            humantime::format_rfc3339_seconds(attempt)
+        );
+        return Some(exit::DATAERR);
+    }
+    match action {
+        Some(AuditAction::Show { seq }) => {
+            eprintln!("surveyd: no report with sequence number {seq}: no report was sent yet");
+            Some(exit::DATAERR)
+        }
+        _ => {
+            eprintln!(
+                "surveyd: no report was sent yet (no audit log at {})",
+                log.display()
+            );
+            Some(exit::OK)
         }
     }
 }

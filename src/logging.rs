@@ -16,13 +16,11 @@ use tracing_subscriber::EnvFilter;
 /// `journalctl MESSAGE_ID=...` lists them.
 pub const REPORT_SENT_MESSAGE_ID: &str = "8c3f5a0e2b6d4b1f9a7e3c2d1b0a9f8e";
 
-/// The variable that chooses the log level (`debug`, `info`, `warn`, ...).
-pub const LOG_ENV: &str = "SURVEYD_LOG";
-
-/// Installs the global subscriber. `identifier` is the journal's
-/// SYSLOG_IDENTIFIER.
-pub fn init(identifier: &str) {
-    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber for both programs. `identifier` is the
+/// journal's SYSLOG_IDENTIFIER; `level_env` names the variable that
+/// chooses the level (`debug`, `info`, `warn`, ...), default info.
+pub fn init(identifier: &str, level_env: &str) {
+    let filter = EnvFilter::try_from_env(level_env).unwrap_or_else(|_| EnvFilter::new("info"));
     if stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             // No prefix, so `message_id` becomes the journal's MESSAGE_ID.

@@ -159,3 +159,22 @@ fn audit_lists_and_shows_the_payloads_sent() {
     let out = install.run(&["audit", "show", "999"]);
     assert_eq!(out.status.code(), Some(65));
 }
+
+#[test]
+fn a_fresh_install_has_nothing_to_list_but_a_removed_log_fails_verify() {
+    let install = Install::new();
+    install.write_config("http://127.0.0.1:9/x", "");
+    for args in [&["audit"][..], &["audit", "verify"]] {
+        let out = install.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("no report was sent yet"));
+    }
+
+    // Once an attempt is recorded, a missing log is evidence of tampering.
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69));
+    std::fs::remove_file(install.audit_log()).unwrap();
+    let out = install.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(stderr(&out).contains("is missing"), "{}", stderr(&out));
+}

@@ -141,9 +141,21 @@ fn sigterm_lets_an_inflight_connection_finish_and_commits_it() {
     )
     .unwrap();
     s.flush().unwrap();
-    // The collector must have read the headers before the signal; a first
-    // complete request on another connection proves it is serving.
+    // The collector must have read the headers before the signal: wait
+    // until it has logged both requests (this one and a complete one).
     assert_eq!(c.post(&upstream_payload("11", "22", 1)).status, 204);
+    let deadline = Instant::now() + PATIENCE;
+    while String::from_utf8_lossy(&c.output())
+        .matches("request POST")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the in-flight request never reached the handler"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     c.signal(Signal::SIGTERM);
     s.write_all(body.as_bytes()).unwrap();
     let mut answer = String::new();

@@ -207,6 +207,8 @@ async fn handle(
     peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The peer address stays out of the log: addresses are never recorded.
+    tracing::debug!("request {} {}", req.method(), req.uri().path());
     let resp = respond(&ingest, peer, req).await;
     let counter = if resp.status() == StatusCode::NO_CONTENT {
         &ingest.stored

@@ -9,12 +9,10 @@
 //! - [`store`]: schema, migrations, the batching writer, the reads
 //! - [`report`]: the `report` and `stats` outputs
 //! - [`service`]: the systemd service loop
-//! - [`logging`]: journald or stderr
 
 pub mod config;
 pub mod http;
 pub mod ingest;
-pub mod logging;
 pub mod ratelimit;
 pub mod report;
 pub mod service;
@@ -99,7 +97,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => {
             // The service reports through its log (journald under systemd).
-            logging::init();
+            crate::logging::init("surveyd-collector", "RUST_LOG");
             return match runtime(true).and_then(|rt| rt.block_on(service::serve(&cli.config))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(f) => {
