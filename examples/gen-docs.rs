@@ -24,7 +24,7 @@ use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
 use surveyd::cli::{exit, DEFAULT_CONFIG};
-use surveyd::logging::{LOG_ENV, REPORT_SENT_MESSAGE_ID};
+use surveyd::logging::REPORT_SENT_MESSAGE_ID;
 use surveyd::service::RELOAD_STATUS_FILE;
 use surveyd::settings::{Settings, KNOWN_KEYS};
 
@@ -368,7 +368,7 @@ fn surveyd_program() -> Program {
                 "The configuration file, when `-c` is not given.".into(),
             ),
             (
-                LOG_ENV.into(),
+                "SURVEYD_LOG".into(),
                 "Log level or tracing filter: `error`, `warn`, `info` (the default) or `debug`."
                     .into(),
             ),
@@ -506,6 +506,17 @@ fn collector_program() -> Program {
                 "The configuration is invalid; the message says where.".into(),
             ),
         ],
+    );
+    list_section(
+        &mut extra,
+        "ENVIRONMENT",
+        None,
+        &[(
+            "RUST_LOG".into(),
+            "Log level or tracing filter: `error`, `warn`, `info` (the default) or `debug` \
+             (each request, without its address)."
+                .into(),
+        )],
     );
     list_section(
         &mut extra,
