@@ -56,9 +56,17 @@ impl Failure {
 #[command(
     name = "surveyd-collector",
     version,
-    about = "Receives surveyd and kopano-server usage reports and keeps one row per installation"
+    about = "Receives surveyd and kopano-server usage reports and keeps one row per installation",
+    long_about = "surveyd-collector is the vendor's side of surveyd: it accepts usage reports \
+on POST /api/stats/v1/submit from surveyd (identifiers already hashed on the sending machine) \
+and from kopano-server's built-in survey client (raw identifiers, hashed with SHA-256 on \
+ingest and stored nowhere raw), validates them, and keeps one row per installation in the \
+embedded SQLite database or in PostgreSQL.",
+    after_help = "Exit status follows sysexits.h: 0 success, 64 usage error, 69 the database \
+is unavailable, 70 internal error, 71 operating-system error, 78 configuration error.\n\n\
+See surveyd-collector(8) and surveyd(8)."
 )]
-struct Cli {
+pub struct Cli {
     /// Configuration file (TOML)
     #[arg(short, long, global = true, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
@@ -73,7 +81,12 @@ enum Command {
     /// Validate the configuration and print the effective settings
     CheckConfig,
     /// Print the installation table
+    ///
+    /// One row per installation, with the columns of the table: uid,
+    /// hashed ids, first_seen, last_update, the counts and facts, flags.
     Report {
+        /// Output format: a MySQL-style box, CSV with a header line, or a
+        /// JSON array of row objects
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
