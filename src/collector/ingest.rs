@@ -8,6 +8,9 @@
 
 use std::borrow::Cow;
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -86,53 +89,87 @@ pub fn installation_uid(
     hex::encode(h.finalize())
 }
 
-/// The envelope, with the parts looked at later left unparsed.
+/// The envelope. `stats` is taken apart in the same pass, so a valid
+/// payload is scanned once; only the known entries are looked at again.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
     version: Option<&'a RawValue>,
     #[serde(borrow)]
-    stats: Option<&'a RawValue>,
+    stats: Option<Stats<'a>>,
 }
 
-/// The stats this collector knows. Any other name is skipped by the parser
-/// without being copied or looked at.
-#[derive(Deserialize)]
+/// The stats this collector knows, as raw JSON. Any other name is skipped
+/// by the parser without being copied or looked at.
+#[derive(Default)]
 struct Stats<'a> {
-    #[serde(borrow)]
     machine_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     server_guid: Option<&'a RawValue>,
-    #[serde(borrow)]
     machine_id_hash: Option<&'a RawValue>,
-    #[serde(borrow)]
     server_guid_hash: Option<&'a RawValue>,
-    #[serde(borrow)]
     id_scheme: Option<&'a RawValue>,
-    #[serde(borrow)]
     program_name: Option<&'a RawValue>,
-    #[serde(borrow)]
     program_version: Option<&'a RawValue>,
-    #[serde(borrow)]
     osrelease: Option<&'a RawValue>,
-    #[serde(borrow)]
     utsname: Option<&'a RawValue>,
-    #[serde(borrow)]
     userplugin: Option<&'a RawValue>,
-    #[serde(borrow)]
     attachment_storage: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_active: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_contact: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_equipment: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_na_user: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_nonactive: Option<&'a RawValue>,
-    #[serde(borrow)]
     usercnt_room: Option<&'a RawValue>,
+}
+
+/// By hand rather than derived: a derived struct would also accept a JSON
+/// array, by position, and would need a field per unknown name.
+impl<'de: 'a, 'a> Deserialize<'de> for Stats<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatsVisitor<'a>(std::marker::PhantomData<Stats<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for StatsVisitor<'a> {
+            type Value = Stats<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of stats")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stats<'a>, A::Error> {
+                let mut stats = Stats::default();
+                while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+                    let slot = match name.as_ref() {
+                        "machine_id" => &mut stats.machine_id,
+                        "server_guid" => &mut stats.server_guid,
+                        "machine_id_hash" => &mut stats.machine_id_hash,
+                        "server_guid_hash" => &mut stats.server_guid_hash,
+                        "id_scheme" => &mut stats.id_scheme,
+                        "program_name" => &mut stats.program_name,
+                        "program_version" => &mut stats.program_version,
+                        "osrelease" => &mut stats.osrelease,
+                        "utsname" => &mut stats.utsname,
+                        "userplugin" => &mut stats.userplugin,
+                        "attachment_storage" => &mut stats.attachment_storage,
+                        "usercnt_active" => &mut stats.usercnt_active,
+                        "usercnt_contact" => &mut stats.usercnt_contact,
+                        "usercnt_equipment" => &mut stats.usercnt_equipment,
+                        "usercnt_na_user" => &mut stats.usercnt_na_user,
+                        "usercnt_nonactive" => &mut stats.usercnt_nonactive,
+                        "usercnt_room" => &mut stats.usercnt_room,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(de::Error::custom(format!("duplicate entry {name}")));
+                    }
+                    *slot = Some(map.next_value::<&'de RawValue>()?);
+                }
+                Ok(stats)
+            }
+        }
+        deserializer.deserialize_map(StatsVisitor(std::marker::PhantomData))
+    }
 }
 
 /// One stat: `{"desc": .., "type": .., "mode": .., "value": ..}`.
@@ -174,10 +211,15 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         return Err(reject("payload is not a JSON object"));
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            reject("payload is not a JSON object")
-        } else {
-            reject(format!("malformed JSON: {e}"))
+        if !e.is_data() {
+            return reject(format!("malformed JSON: {e}"));
+        }
+        // Duplicate messages quote only our own field names; the rest are
+        // type errors of `stats`, which quote the value.
+        let msg = e.to_string();
+        match msg.split(" at line ").next() {
+            Some(dup) if dup.starts_with("duplicate ") => reject(format!("payload has a {dup}")),
+            _ => reject("\"stats\" is not an object"),
         }
     })?;
     let version = envelope
@@ -193,20 +235,6 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         Err(_) => return Err(reject("\"version\" is not a supported integer")),
     }
     let stats = envelope.stats.ok_or_else(|| reject("missing \"stats\""))?;
-    if !is_object(stats.get().as_bytes()) {
-        return Err(reject("\"stats\" is not an object"));
-    }
-    let stats: Stats = serde_json::from_str(stats.get()).map_err(|e| {
-        let msg = e.to_string();
-        // The one data error worth naming; it quotes only our field name.
-        match msg.strip_prefix("duplicate field ") {
-            Some(rest) => reject(format!(
-                "stats: duplicate entry {}",
-                rest.split(' ').next().unwrap_or("")
-            )),
-            None => reject("\"stats\" is not an object"),
-        }
-    })?;
 
     let scheme = match string_stat(stats.id_scheme, "id_scheme")?.as_deref() {
         None => None,
