@@ -7,9 +7,7 @@
 //! they are read and never copied into a `Report`, an error or a log line.
 
 use std::borrow::Cow;
-
 use std::fmt;
-
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -156,7 +154,7 @@ struct EntryFields<'a> {
 #[derive(Deserialize)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// Consume whatever array or object `access` holds.
+/// Read past an array or an object that validation does not look into.
 fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     while seq.next_element::<IgnoredAny>()?.is_some() {}
     Ok(())
@@ -167,8 +165,7 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// Implements `Visitor` for a type whose non-object forms all map to one
-/// value, leaving `visit_map` (or, for `Field`, the scalars) to the caller.
+/// `Visitor` methods mapping booleans, floats, null and arrays to `$other`.
 macro_rules! other_values {
     ($other:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -187,6 +184,7 @@ macro_rules! other_values {
     };
 }
 
+/// `Visitor` methods mapping every non-object value to `$other`.
 macro_rules! non_object_scalars {
     ($other:expr) => {
         other_values!($other);
