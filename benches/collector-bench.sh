@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ingest benchmark for surveyd-collector, run by hand (not in CI), as root:
 #
-#   benches/collector-bench.sh            # DURATION=10s CONNS=64 THREADS=1
+#   benches/collector-bench.sh     # ROUNDS=3 DURATION=5s WARMUP=3s CONNS=64 THREADS=1
 #
 # Builds release binaries, then drives, one after the other on loopback with
 # the same wrk settings and the same payload mix (benches/collector-bench.lua):
@@ -9,17 +9,24 @@
 #   2. the collector on SQLite (a fresh file in a temp dir),
 #   3. the collector on PostgreSQL (SURVEYD_BENCH_POSTGRES_URL, or a
 #      throwaway cluster from .ci/postgres.sh, with fsync on).
-# Other CPU-heavy processes on the machine skew the figures; the load
-# average before the run is printed with them.
-# Each gets a warm-up run, then a measured run; prints reports/s, p99
-# latency and non-2xx answers, and the share of the ceiling.
+# Other CPU-heavy processes on the machine skew the figures: servers and
+# wrk run at nice -10 (as root) to stay ahead of background builds, and the
+# load average before the run is printed with the figures.
+# All three run side by side; each gets a warm-up, then ROUNDS measured
+# runs taken in turn, and the best run of each is reported: reports/s, p99
+# latency, non-2xx answers, and the share of the ceiling.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
+
+# Above ordinary background work when allowed (root); as is otherwise.
+prio=()
+if [ "$(id -u)" = 0 ]; then prio=(nice -n -10); fi
 
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 cargo build --quiet --release --bin surveyd-collector --example bare204
@@ -38,14 +45,17 @@ trap cleanup EXIT
 # the binaries in the middle of a run.
 cp "$target/surveyd-collector" "$target/examples/bare204" "$work/"
 
-# start NAME CMD...: run CMD, wait for its "listening on ADDR" line.
+# start NAME CMD...: run CMD, wait for its "listening on ADDR" line,
+# remember the address in addr[NAME].
+declare -A addr
 start() {
   local name=$1; shift
-  "$@" 2>"$work/$name.log" &
+  : >"$work/$name.log"  # exists before the background job gets to it
+  "${prio[@]}" "$@" 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 200); do
-    addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$work/$name.log" | head -n 1)
-    [ -n "$addr" ] && return 0
+    addr[$name]=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$work/$name.log" | head -n 1)
+    [ -n "${addr[$name]}" ] && return 0
     kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.05
   done
@@ -61,46 +71,54 @@ enabled = false
 TOML
 }
 
-# measure NAME: warm up, then the measured run against $addr.
-declare -A rps p99 bad
+url() { echo "http://${addr[$1]}/api/stats/v1/submit"; }
+
+# measure NAME: one wrk run; keeps the round with the most reports/s, as
+# the one least disturbed by anything else running on the machine.
+declare -A rps p99 bad all
 measure() {
-  local name=$1 url="http://$addr/api/stats/v1/submit"
-  wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s benches/collector-bench.lua "$url" >/dev/null
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/collector-bench.lua "$url" >"$work/$name.wrk"
-  rps[$name]=$(awk '/^Requests\/sec:/ {print $2}' "$work/$name.wrk")
-  p99[$name]=$(awk '$1 == "99%" {print $2}' "$work/$name.wrk")
-  bad[$name]=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$work/$name.wrk")
-  bad[$name]=${bad[$name]:-0}
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  local name=$1 out="$work/$1.wrk"
+  "${prio[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/collector-bench.lua "$(url "$name")" >"$out"
+  local r q b
+  r=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  q=$(awk '$1 == "99%" {print $2}' "$out")
+  b=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$out")
+  all[$name]="${all[$name]:-}${all[$name]:+ }${r%.*}"
+  if awk -v a="$r" -v b="${rps[$name]:-0}" 'BEGIN { exit !(a > b) }'; then
+    rps[$name]=$r; p99[$name]=$q; bad[$name]=${b:-0}
+  fi
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start bare204 "$work/bare204"
-measure bare204
-
 collector_config sqlite "$work/bench.db"
 start sqlite "$work/surveyd-collector" -c "$work/sqlite.toml" serve
-measure sqlite
-sqlite_rows=$("$work/surveyd-collector" -c "$work/sqlite.toml" report --format csv | tail -n +2 | wc -l)
-
 if [ -z "${SURVEYD_BENCH_POSTGRES_URL:-}" ]; then
   eval "$(PG_FSYNC=on .ci/postgres.sh 2>/dev/null)"
   SURVEYD_BENCH_POSTGRES_URL=$SURVEYD_TEST_POSTGRES_URL
 fi
 collector_config postgres "$SURVEYD_BENCH_POSTGRES_URL"
 start postgres "$work/surveyd-collector" -c "$work/postgres.toml" serve
-measure postgres
+
+targets=(bare204 sqlite postgres)
+for name in "${targets[@]}"; do
+  "${prio[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s benches/collector-bench.lua "$(url "$name")" >/dev/null
+done
+for _ in $(seq 1 "$ROUNDS"); do
+  for name in "${targets[@]}"; do measure "$name"; done
+done
+sqlite_rows=$("$work/surveyd-collector" -c "$work/sqlite.toml" report --format csv | tail -n +2 | wc -l)
 pg_rows=$("$work/surveyd-collector" -c "$work/postgres.toml" report --format csv | tail -n +2 | wc -l)
 
 echo
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 echo "before:  load average $load_before"
-echo "load:    wrk -t$THREADS -c$CONNS -d$DURATION (after a $WARMUP warm-up), keep-alive, loopback"
+echo "load:    wrk -t$THREADS -c$CONNS -d$DURATION, keep-alive, loopback; $ROUNDS rounds, best shown"
 echo
-printf '%-22s %12s %10s %8s %11s\n' target "reports/s" "p99" "non-2xx" "of ceiling"
-for name in bare204 sqlite postgres; do
+printf '%-10s %12s %10s %8s %11s   %s\n' target "reports/s" "p99" "non-2xx" "of ceiling" "all rounds"
+for name in "${targets[@]}"; do
   share=$(awk -v a="${rps[$name]}" -v b="${rps[bare204]}" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-  printf '%-22s %12s %10s %8s %11s\n' "$name" "${rps[$name]}" "${p99[$name]}" "${bad[$name]}" "$share"
+  printf '%-10s %12s %10s %8s %11s   %s\n' "$name" "${rps[$name]}" "${p99[$name]}" "${bad[$name]}" "$share" "${all[$name]}"
 done
 echo
 echo "rows after the runs: sqlite $sqlite_rows, postgres $pg_rows (distinct installations in the pool: $((THREADS * 50000)))"

@@ -7,9 +7,11 @@
 //! they are read and never copied into a `Report`, an error or a log line.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// The report came from upstream kopano-server: `machine_id`/`server_guid`
@@ -86,74 +88,225 @@ pub fn installation_uid(
     hex::encode(h.finalize())
 }
 
-/// The envelope, with the parts looked at later left unparsed.
+// The payload is read in one pass into the types below, borrowing strings
+// from the body. Their deserializers accept any JSON value and only record
+// what kind it was, so a wrongly typed field never becomes a serde error
+// (whose text would quote the value); the checks after parsing word every
+// rejection themselves.
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
-    version: Option<&'a RawValue>,
+    version: Option<Field<'a>>,
     #[serde(borrow)]
-    stats: Option<&'a RawValue>,
+    stats: Option<Stats<'a>>,
 }
 
-/// The stats this collector knows. Any other name is skipped by the parser
-/// without being copied or looked at.
-#[derive(Deserialize)]
+/// A JSON value as far as validation cares.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    /// An integer above i64::MAX.
+    Huge,
+    Other,
+}
+
+/// The stats this collector knows; `None` in `known` when `stats` was not
+/// an object. Any other name is skipped without being copied.
 struct Stats<'a> {
-    #[serde(borrow)]
-    machine_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    server_guid: Option<&'a RawValue>,
-    #[serde(borrow)]
-    machine_id_hash: Option<&'a RawValue>,
-    #[serde(borrow)]
-    server_guid_hash: Option<&'a RawValue>,
-    #[serde(borrow)]
-    id_scheme: Option<&'a RawValue>,
-    #[serde(borrow)]
-    program_name: Option<&'a RawValue>,
-    #[serde(borrow)]
-    program_version: Option<&'a RawValue>,
-    #[serde(borrow)]
-    osrelease: Option<&'a RawValue>,
-    #[serde(borrow)]
-    utsname: Option<&'a RawValue>,
-    #[serde(borrow)]
-    userplugin: Option<&'a RawValue>,
-    #[serde(borrow)]
-    attachment_storage: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_active: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_contact: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_equipment: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_na_user: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_nonactive: Option<&'a RawValue>,
-    #[serde(borrow)]
-    usercnt_room: Option<&'a RawValue>,
+    known: Option<Known<'a>>,
 }
 
-/// One stat: `{"desc": .., "type": .., "mode": .., "value": ..}`.
-#[derive(Deserialize)]
-struct Entry<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    desc: Option<&'a RawValue>,
-    #[serde(borrow)]
-    mode: Option<&'a RawValue>,
-    #[serde(borrow)]
-    value: Option<&'a RawValue>,
+#[derive(Default)]
+struct Known<'a> {
+    machine_id: Option<Entry<'a>>,
+    server_guid: Option<Entry<'a>>,
+    machine_id_hash: Option<Entry<'a>>,
+    server_guid_hash: Option<Entry<'a>>,
+    id_scheme: Option<Entry<'a>>,
+    program_name: Option<Entry<'a>>,
+    program_version: Option<Entry<'a>>,
+    osrelease: Option<Entry<'a>>,
+    utsname: Option<Entry<'a>>,
+    userplugin: Option<Entry<'a>>,
+    attachment_storage: Option<Entry<'a>>,
+    usercnt_active: Option<Entry<'a>>,
+    usercnt_contact: Option<Entry<'a>>,
+    usercnt_equipment: Option<Entry<'a>>,
+    usercnt_na_user: Option<Entry<'a>>,
+    usercnt_nonactive: Option<Entry<'a>>,
+    usercnt_room: Option<Entry<'a>>,
 }
 
-/// A JSON string, borrowed from the body unless it had escapes.
-#[derive(Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+/// One stat, `{"desc": .., "type": .., "mode": .., "value": ..}`, or
+/// `None` when something other than an object stood in its place.
+struct Entry<'a>(Option<EntryFields<'a>>);
 
-fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Str>(raw.get()).ok().map(|s| s.0)
+#[derive(Default)]
+struct EntryFields<'a> {
+    kind: Option<Field<'a>>,
+    desc: Option<Field<'a>>,
+    mode: Option<Field<'a>>,
+    value: Option<Field<'a>>,
+}
+
+/// A map key, borrowed unless it had escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Read past an array or an object that validation does not look into.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// `Visitor` methods mapping booleans, floats, null and arrays to `$other`.
+macro_rules! other_values {
+    ($other:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq)?;
+            Ok($other)
+        }
+    };
+}
+
+/// `Visitor` methods mapping every non-object value to `$other`.
+macro_rules! non_object_scalars {
+    ($other:expr) => {
+        other_values!($other);
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+    };
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<Field<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            other_values!(Field::Other);
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field<'a>, E> {
+                Ok(Field::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field<'a>, E> {
+                Ok(i64::try_from(v).map_or(Field::Huge, Field::Int))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'a>, A::Error> {
+                skip_map(map)?;
+                Ok(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<Entry<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entry<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a stat entry")
+            }
+            non_object_scalars!(Entry(None));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<'a>, A::Error> {
+                let mut e = EntryFields::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    let slot = match key.as_ref() {
+                        "type" => &mut e.kind,
+                        "desc" => &mut e.desc,
+                        "mode" => &mut e.mode,
+                        "value" => &mut e.value,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<Field<'a>>()?);
+                }
+                Ok(Entry(Some(e)))
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Stats<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<Stats<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Stats<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of stats")
+            }
+            non_object_scalars!(Stats { known: None });
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stats<'a>, A::Error> {
+                let mut stats = Known::default();
+                while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+                    let slot = match name.as_ref() {
+                        "machine_id" => &mut stats.machine_id,
+                        "server_guid" => &mut stats.server_guid,
+                        "machine_id_hash" => &mut stats.machine_id_hash,
+                        "server_guid_hash" => &mut stats.server_guid_hash,
+                        "id_scheme" => &mut stats.id_scheme,
+                        "program_name" => &mut stats.program_name,
+                        "program_version" => &mut stats.program_version,
+                        "osrelease" => &mut stats.osrelease,
+                        "utsname" => &mut stats.utsname,
+                        "userplugin" => &mut stats.userplugin,
+                        "attachment_storage" => &mut stats.attachment_storage,
+                        "usercnt_active" => &mut stats.usercnt_active,
+                        "usercnt_contact" => &mut stats.usercnt_contact,
+                        "usercnt_equipment" => &mut stats.usercnt_equipment,
+                        "usercnt_na_user" => &mut stats.usercnt_na_user,
+                        "usercnt_nonactive" => &mut stats.usercnt_nonactive,
+                        "usercnt_room" => &mut stats.usercnt_room,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        // Only known names get here, so the text is ours.
+                        return Err(de::Error::custom(format!("duplicate entry {name}")));
+                    }
+                    *slot = Some(map.next_value::<Entry<'a>>()?);
+                }
+                Ok(Stats { known: Some(stats) })
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
 }
 
 /// serde would also fill a struct from a JSON array, by position; only
@@ -174,39 +327,29 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         return Err(reject("payload is not a JSON object"));
     }
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            reject("payload is not a JSON object")
-        } else {
-            reject(format!("malformed JSON: {e}"))
+        let msg = e.to_string();
+        // Besides syntax errors (which quote only a position) the parse
+        // fails only on duplicate names, which quote only our own names.
+        match msg.split(" at line ").next() {
+            Some(dup) if e.is_data() => reject(format!("payload has a {dup}")),
+            _ => reject(format!("malformed JSON: {msg}")),
         }
     })?;
-    let version = envelope
-        .version
-        .ok_or_else(|| reject("missing \"version\""))?;
-    match serde_json::from_str::<i64>(version.get()) {
-        Ok(2) => {}
-        Ok(v) => {
+    match envelope.version {
+        None => return Err(reject("missing \"version\"")),
+        Some(Field::Int(2)) => {}
+        Some(Field::Int(v)) => {
             return Err(reject(format!(
                 "unsupported version {v}; this collector accepts version 2"
             )))
         }
-        Err(_) => return Err(reject("\"version\" is not a supported integer")),
+        Some(_) => return Err(reject("\"version\" is not a supported integer")),
     }
-    let stats = envelope.stats.ok_or_else(|| reject("missing \"stats\""))?;
-    if !is_object(stats.get().as_bytes()) {
-        return Err(reject("\"stats\" is not an object"));
-    }
-    let stats: Stats = serde_json::from_str(stats.get()).map_err(|e| {
-        let msg = e.to_string();
-        // The one data error worth naming; it quotes only our field name.
-        match msg.strip_prefix("duplicate field ") {
-            Some(rest) => reject(format!(
-                "stats: duplicate entry {}",
-                rest.split(' ').next().unwrap_or("")
-            )),
-            None => reject("\"stats\" is not an object"),
-        }
-    })?;
+    let stats = envelope
+        .stats
+        .ok_or_else(|| reject("missing \"stats\""))?
+        .known
+        .ok_or_else(|| reject("\"stats\" is not an object"))?;
 
     let scheme = match string_stat(stats.id_scheme, "id_scheme")?.as_deref() {
         None => None,
@@ -214,13 +357,13 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         Some("sha256") => Some(IdScheme::Sha256),
         Some(_) => return Err(reject("stats.id_scheme: must be \"app-v1\" or \"sha256\"")),
     };
+    let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
     let raw_machine = raw_id_stat(stats.machine_id, "machine_id")?;
     let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?;
     let hashed_machine = string_stat(stats.machine_id_hash, "machine_id_hash")?;
     let hashed_guid = string_stat(stats.server_guid_hash, "server_guid_hash")?;
 
     let surveyd_style = scheme.is_some() || hashed_machine.is_some() || hashed_guid.is_some();
-    let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
     if surveyd_style && upstream_style {
         return Err(reject(
             "payload mixes raw machine_id/server_guid with hashed identifiers",
@@ -315,22 +458,18 @@ impl IdScheme {
     }
 }
 
-/// The entry `raw` of stat `name`, checked to declare `expected_type`.
+/// The fields of stat `name`, checked to declare `expected_type`.
 fn entry<'a>(
-    raw: Option<&'a RawValue>,
+    entry: Option<Entry<'a>>,
     name: &str,
     expected_type: &str,
-) -> Result<Option<Entry<'a>>, Rejection> {
-    let Some(raw) = raw else {
+) -> Result<Option<EntryFields<'a>>, Rejection> {
+    let Some(Entry(fields)) = entry else {
         return Ok(None);
     };
-    let not_object = || reject(format!("stats.{name}: not an object"));
-    if !is_object(raw.get().as_bytes()) {
-        return Err(not_object());
-    }
-    let e: Entry = serde_json::from_str(raw.get()).map_err(|_| not_object())?;
-    match e.kind.map(json_str) {
-        Some(Some(t)) if t == expected_type => {}
+    let e = fields.ok_or_else(|| reject(format!("stats.{name}: not an object")))?;
+    match &e.kind {
+        Some(Field::Str(t)) if t == expected_type => {}
         Some(_) => {
             return Err(reject(format!(
                 "stats.{name}: type must be \"{expected_type}\""
@@ -338,24 +477,21 @@ fn entry<'a>(
         }
         None => return Err(reject(format!("stats.{name}: missing \"type\""))),
     }
-    if e.desc.is_some_and(|d| json_str(d).is_none()) {
+    if e.desc.as_ref().is_some_and(|d| !matches!(d, Field::Str(_))) {
         return Err(reject(format!("stats.{name}: \"desc\" is not a string")));
     }
     Ok(Some(e))
 }
 
-fn string_stat<'a>(
-    raw: Option<&'a RawValue>,
-    name: &str,
-) -> Result<Option<Cow<'a, str>>, Rejection> {
+fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
     let Some(e) = entry(raw, name, "string")? else {
         return Ok(None);
     };
-    let value = e
-        .value
-        .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
-    let v =
-        json_str(value).ok_or_else(|| reject(format!("stats.{name}: value is not a string")))?;
+    let v = match e.value {
+        Some(Field::Str(v)) => v,
+        Some(_) => return Err(reject(format!("stats.{name}: value is not a string"))),
+        None => return Err(reject(format!("stats.{name}: missing \"value\""))),
+    };
     if v.len() > MAX_STRING_BYTES {
         return Err(reject(format!(
             "stats.{name}: longer than {MAX_STRING_BYTES} bytes"
@@ -371,34 +507,30 @@ fn string_stat<'a>(
 
 /// A raw upstream identifier: an empty one means "none", never a hash of
 /// the empty string.
-fn raw_id_stat<'a>(
-    raw: Option<&'a RawValue>,
-    name: &str,
-) -> Result<Option<Cow<'a, str>>, Rejection> {
+fn raw_id_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
     Ok(string_stat(raw, name)?.filter(|v| !v.is_empty()))
 }
 
-fn count_stat(raw: Option<&RawValue>, name: &str) -> Result<Option<i64>, Rejection> {
+fn count_stat(raw: Option<Entry>, name: &str) -> Result<Option<i64>, Rejection> {
     let Some(e) = entry(raw, name, "int")? else {
         return Ok(None);
     };
     // Upstream sends its on-demand counts both as gauges and as counters.
-    if let Some(mode) = e.mode {
-        if !matches!(json_str(mode).as_deref(), Some("gauge" | "counter")) {
+    match &e.mode {
+        None => {}
+        Some(Field::Str(m)) if m == "gauge" || m == "counter" => {}
+        Some(_) => {
             return Err(reject(format!(
                 "stats.{name}: mode must be \"gauge\" or \"counter\""
-            )));
+            )))
         }
     }
-    let value = e
-        .value
-        .ok_or_else(|| reject(format!("stats.{name}: missing \"value\"")))?;
     let out_of_range = || reject(format!("stats.{name}: out of range 0..={MAX_COUNT}"));
-    match serde_json::from_str::<i64>(value.get()) {
-        Ok(n) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
-        Ok(_) => Err(out_of_range()),
-        Err(_) if serde_json::from_str::<u64>(value.get()).is_ok() => Err(out_of_range()),
-        Err(_) => Err(reject(format!("stats.{name}: value is not an integer"))),
+    match e.value {
+        Some(Field::Int(n)) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
+        Some(Field::Int(_) | Field::Huge) => Err(out_of_range()),
+        Some(_) => Err(reject(format!("stats.{name}: value is not an integer"))),
+        None => Err(reject(format!("stats.{name}: missing \"value\""))),
     }
 }
 

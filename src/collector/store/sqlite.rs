@@ -33,6 +33,9 @@ const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// The WAL file is cut back to this size after it has been reset.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// WAL frames (pages) after which the checkpointer makes the WAL restart:
+/// 16 MiB at the default 4 KiB page size.
+const WAL_RESTART_FRAMES: i64 = 4096;
 
 pub struct Sqlite {
     conn: Connection,
@@ -265,8 +268,22 @@ impl Sqlite {
     }
 }
 
-/// A thread with its own connection running passive checkpoints until
-/// dropped.
+/// One round of the checkpointer. PASSIVE copies what it can without ever
+/// waiting for the writer, but under steady load the writer appends while
+/// it copies, so the WAL never gets back to its start and keeps growing.
+/// Once it holds more than [`WAL_RESTART_FRAMES`], RESTART waits for the
+/// writer to pause, copies the few frames PASSIVE left, and makes the next
+/// transaction start the WAL over: one short stall instead of a file that
+/// grows without end.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    let log_frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if log_frames > WAL_RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// A thread with its own connection running checkpoints until dropped.
 struct Checkpointer {
     stop: Option<std_mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -279,6 +296,8 @@ impl Checkpointer {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
         let (stop, stopped) = std_mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -286,10 +305,7 @@ impl Checkpointer {
                 while let Err(std_mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    // PASSIVE never waits for the writer; frames it cannot
-                    // copy yet are taken next time.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = checkpoint(&conn) {
                         tracing::warn!("SQLite checkpoint failed: {e}");
                     }
                 }
