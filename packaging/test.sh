@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 readonly MAX_EXPOSURE=1.5
 readonly SUITE=bookworm
-readonly INCLUDE=systemd,systemd-sysv,dbus,ca-certificates
+readonly INCLUDE=systemd,systemd-sysv,dbus,ca-certificates,procps
 readonly CACHE_DIR=/var/cache/surveyd-test
 # Bounds on the slow steps, in seconds.
 readonly DEBOOTSTRAP_TIMEOUT=900
