@@ -23,7 +23,8 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
-use surveyd::cli::{exit, DEFAULT_CONFIG};
+use surveyd::cli::DEFAULT_CONFIG;
+use surveyd::exit;
 use surveyd::logging::REPORT_SENT_MESSAGE_ID;
 use surveyd::service::RELOAD_STATUS_FILE;
 use surveyd::settings::{Settings, KNOWN_KEYS};
@@ -489,20 +490,20 @@ fn collector_program() -> Program {
         &[
             ("0".into(), "Success.".into()),
             (
-                collector::EX_USAGE.to_string(),
+                exit::USAGE.to_string(),
                 "The command line was not understood.".into(),
             ),
             (
-                collector::EX_UNAVAILABLE.to_string(),
+                exit::UNAVAILABLE.to_string(),
                 "The database could not be reached.".into(),
             ),
-            (collector::EX_SOFTWARE.to_string(), "Internal error.".into()),
+            (exit::SOFTWARE.to_string(), "Internal error.".into()),
             (
-                collector::EX_OSERR.to_string(),
+                exit::OSERR.to_string(),
                 "The listening socket or another system resource could not be had.".into(),
             ),
             (
-                collector::EX_CONFIG.to_string(),
+                exit::CONFIG.to_string(),
                 "The configuration is invalid; the message says where.".into(),
             ),
         ],

@@ -8,26 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::audit;
+use crate::exit;
 use crate::report;
 use crate::settings::Settings;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/surveyd/surveyd.cfg";
-
-/// sysexits.h codes used by the commands.
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// The audit log failed verification.
-    pub const DATAERR: u8 = 65;
-    /// The collector did not accept the report.
-    pub const UNAVAILABLE: u8 = 69;
-    pub const SOFTWARE: u8 = 70;
-    /// The audit log could not be written: nothing was sent.
-    pub const CANTCREAT: u8 = 73;
-    pub const IOERR: u8 = 74;
-    /// The configuration is invalid, or forbids what was asked.
-    pub const CONFIG: u8 = 78;
-}
 
 #[derive(Debug, Parser)]
 #[command(

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cfgfile;
 pub mod cli;
 pub mod collector;
+pub mod exit;
 pub mod facts;
 pub mod kopano_mysql;
 pub mod logging;

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::audit::{AuditError, AuditLog};
-use crate::cli::exit;
+use crate::exit;
 use crate::report::{self, Attempt};
 use crate::scheduler::{self, Timing};
 use crate::settings::Settings;

@@ -24,16 +24,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::exit;
+
 use config::{Config, Database, DEFAULT_CONFIG_PATH};
 use report::Format;
 use store::{Access, Store};
-
-// sysexits.h
-pub const EX_USAGE: u8 = 64;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_SOFTWARE: u8 = 70;
-pub const EX_OSERR: u8 = 71;
-pub const EX_CONFIG: u8 = 78;
 
 /// A command failed; the message says what and where, the code is the
 /// sysexits value the process ends with.
@@ -101,7 +96,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(EX_USAGE)
+                ExitCode::from(exit::USAGE)
             } else {
                 ExitCode::SUCCESS
             };
@@ -149,11 +144,11 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
     builder
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(EX_OSERR, format!("cannot start the runtime: {e}")))
+        .map_err(|e| Failure::new(exit::OSERR, format!("cannot start the runtime: {e}")))
 }
 
 fn check_config(path: &Path) -> Result<(), Failure> {
-    let config = Config::load(path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    let config = Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e))?;
     for warning in warnings(&config) {
         eprintln!("surveyd-collector: warning: {}: {warning}", path.display());
     }
@@ -195,13 +190,13 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Result<(), store::StoreError>>,
 {
-    let config = Config::load(path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    let config = Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e))?;
     runtime(false)?.block_on(async {
         let store = Store::open(&config.database(), Access::Read)
             .await
-            .map_err(|e| Failure::new(EX_UNAVAILABLE, e))?;
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, e))?;
         run(store)
             .await
-            .map_err(|e| Failure::new(EX_UNAVAILABLE, e))
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, e))
     })
 }

@@ -18,32 +18,34 @@ use tokio_rustls::TlsAcceptor;
 use super::config::{Config, TlsConfig};
 use super::http::{accept_loop, Ingest, Limits};
 use super::store::{spawn_writer, Access, Store};
-use super::{Failure, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
+use super::Failure;
+use crate::exit;
 
 /// How often STATUS is refreshed with the counters.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn serve(config_path: &Path) -> Result<(), Failure> {
-    let config = Config::load(config_path).map_err(|e| Failure::new(EX_CONFIG, e))?;
+    let config = Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e))?;
     let addr = config
         .listen_addr()
-        .map_err(|e| Failure::new(EX_CONFIG, e))?;
+        .map_err(|e| Failure::new(exit::CONFIG, e))?;
     let database = config.database();
     let store = Store::open(&database, Access::Serve)
         .await
-        .map_err(|e| Failure::new(EX_UNAVAILABLE, e))?;
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e))?;
     let tls = match &config.tls {
         Some(t) => Some(TlsAcceptor::from(
-            t.server_config().map_err(|e| Failure::new(EX_CONFIG, e))?,
+            t.server_config()
+                .map_err(|e| Failure::new(exit::CONFIG, e))?,
         )),
         None => None,
     };
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::new(EX_OSERR, format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| Failure::new(exit::OSERR, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
-        .map_err(|e| Failure::new(EX_OSERR, e))?;
+        .map_err(|e| Failure::new(exit::OSERR, e))?;
 
     let (writer, writer_task) = spawn_writer(store, config.batch_size);
     let ingest = Arc::new(Ingest::new(&config, tls, writer));
@@ -63,7 +65,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         NotifyState::Status(&monitor.status(&ingest)),
     ]);
 
-    let signals = |kind| signal(kind).map_err(|e| Failure::new(EX_OSERR, e));
+    let signals = |kind| signal(kind).map_err(|e| Failure::new(exit::OSERR, e));
     let mut hup = signals(SignalKind::hangup())?;
     let mut term = signals(SignalKind::terminate())?;
     let mut int = signals(SignalKind::interrupt())?;
@@ -95,7 +97,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
                 notify(&[NotifyState::Status(&monitor.status(&ingest))]);
             }
             _ = &mut acceptor => {
-                return Err(Failure::new(super::EX_SOFTWARE, "the listener stopped unexpectedly"));
+                return Err(Failure::new(exit::SOFTWARE, "the listener stopped unexpectedly"));
             }
         }
     }
