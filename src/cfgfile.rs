@@ -398,7 +398,7 @@ mod tests {
 
     fn kopano_testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/testdata/kopano")
+            .join("tests/fixtures/kopano")
             .join(name)
     }
 

@@ -7,7 +7,6 @@
 //! ever made up. Fields named in `surveyclient_omit` are not even read.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -145,7 +144,7 @@ pub fn stored_server_guid(state_dir: &Path) -> Option<RawId> {
         }
     }
     let guid = hex::encode_upper(rand::random::<[u8; 16]>());
-    match write_atomically(&path, format!("{guid}\n").as_bytes()) {
+    match crate::safe_fs::write_atomically(&path, format!("{guid}\n").as_bytes()) {
         Ok(()) => RawId::server_guid(&guid),
         Err(err) => {
             warn!(
@@ -155,18 +154,6 @@ pub fn stored_server_guid(state_dir: &Path) -> Option<RawId> {
             None
         }
     }
-}
-
-/// Writes a small file so that readers see either nothing or all of it.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// PRETTY_NAME from os-release, falling back as upstream does to NAME and

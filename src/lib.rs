@@ -12,6 +12,7 @@ pub mod logging;
 pub mod payload;
 pub mod privacy;
 pub mod report;
+pub mod safe_fs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;

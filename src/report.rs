@@ -16,6 +16,7 @@ use crate::audit::{AuditError, AuditLog};
 use crate::facts;
 use crate::logging::REPORT_SENT_MESSAGE_ID;
 use crate::payload::{self, Payload, PayloadOptions};
+use crate::safe_fs;
 use crate::settings::Settings;
 use crate::transport::{self, Outgoing, Response, SendError};
 
@@ -178,7 +179,7 @@ pub fn record_time(state_dir: &Path, file: &str, when: SystemTime) -> std::io::R
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    facts::write_atomically(&state_dir.join(file), format!("{secs}\n").as_bytes())
+    safe_fs::write_atomically(&state_dir.join(file), format!("{secs}\n").as_bytes())
 }
 
 fn read_time(state_dir: &Path, file: &str) -> Option<SystemTime> {

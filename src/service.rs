@@ -462,7 +462,7 @@ impl Service {
             std::process::id(),
             self.reload_generation
         );
-        if let Err(err) = crate::facts::write_atomically(&path, line.as_bytes()) {
+        if let Err(err) = crate::safe_fs::write_atomically(&path, line.as_bytes()) {
             warn!("cannot write {}: {err}", path.display());
         }
     }

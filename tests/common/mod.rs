@@ -33,10 +33,10 @@ pub fn surveyd() -> Command {
     cmd
 }
 
-/// The Kopano fixtures shipped in shared/.
+/// The upstream Kopano configuration files copied into tests/fixtures/kopano.
 pub fn kopano_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/kopano")
+        .join("tests/fixtures/kopano")
         .join(name)
 }
 
