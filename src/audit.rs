@@ -1671,6 +1671,8 @@ mod tests {
 
     fn append_past_file_size_limit(dir: &Path) {
         // Get EFBIG instead of being killed by SIGXFSZ.
+        // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+        // signal context.
         unsafe {
             nix::sys::signal::signal(
                 nix::sys::signal::Signal::SIGXFSZ,

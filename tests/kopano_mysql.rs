@@ -237,6 +237,8 @@ impl MariaDb {
             cmd.arg("--user=root");
         }
         // If the test thread dies without unwinding, the server goes too.
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe
+        // and allocates nothing, as pre_exec requires.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
