@@ -565,6 +565,16 @@ pub fn reason_line(body: &[u8]) -> Option<String> {
     if text.is_empty() {
         return None;
     }
+    let mut line = one_line(text);
+    if cut {
+        line.push('…');
+    }
+    Some(line)
+}
+
+/// Text from the peer, made safe to show: control characters, bidi
+/// overrides and line separators escaped (`\n`, `\u{202e}`).
+fn one_line(text: &str) -> String {
     let mut line = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() || is_invisible_override(c) {
@@ -573,10 +583,30 @@ pub fn reason_line(body: &[u8]) -> Option<String> {
             line.push(c);
         }
     }
-    if cut {
-        line.push('…');
+    line
+}
+
+/// webpki lists a certificate's names as `DnsName("example.org")` and
+/// `IpAddress(192.0.2.1)`; the admin wants `example.org, 192.0.2.1`.
+fn certificate_names(presented: &[String]) -> String {
+    if presented.is_empty() {
+        return "no name at all".to_string();
     }
-    Some(line)
+    presented
+        .iter()
+        .map(|name| {
+            let bare = name
+                .strip_prefix("DnsName(\"")
+                .and_then(|rest| rest.strip_suffix("\")"))
+                .or_else(|| {
+                    name.strip_prefix("IpAddress(")
+                        .and_then(|rest| rest.strip_suffix(')'))
+                })
+                .unwrap_or(name);
+            one_line(bare)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Characters that reorder or break the text around them when shown.
@@ -639,11 +669,7 @@ fn explain_certificate(error: &CertificateError) -> String {
              one of those names in surveyclient_url or have the certificate reissued, \
              {VERIFY_HINT}",
             expected.to_str(),
-            if presented.is_empty() {
-                "no name at all".to_string()
-            } else {
-                presented.join(", ")
-            }
+            certificate_names(presented)
         ),
         CertificateError::NotValidForName => format!(
             "the collector's certificate is not valid for the host name in \
@@ -767,6 +793,44 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_is_one_safe_line_of_bounded_length() {
+        assert_eq!(
+            reason_line(b"stats.osrelease: longer than 256 bytes\n").as_deref(),
+            Some("stats.osrelease: longer than 256 bytes")
+        );
+        assert_eq!(
+            reason_line("a\nb\x1b[2J\u{202e}c\r".as_bytes()).as_deref(),
+            Some("a\\nb\\u{1b}[2J\\u{202e}c")
+        );
+        assert_eq!(reason_line(b" \n"), None);
+        // 512 bytes end inside the 256th "é": it is dropped, not mangled.
+        let long = format!("a{}", "é".repeat(400));
+        let line = reason_line(long.as_bytes()).unwrap();
+        assert_eq!(line, format!("a{}…", "é".repeat(255)));
+    }
+
+    #[test]
+    fn html_error_pages_are_not_taken_as_reasons() {
+        assert!(is_textual("text/plain; charset=utf-8"));
+        assert!(is_textual("Application/JSON"));
+        assert!(!is_textual("text/html"));
+    }
+
+    #[test]
+    fn certificate_names_are_shown_bare_and_escaped() {
+        let presented = [
+            "DnsName(\"collector.example\")".to_string(),
+            "IpAddress(192.0.2.1)".to_string(),
+            "DnsName(\"evil\nline\")".to_string(),
+        ];
+        assert_eq!(
+            certificate_names(&presented),
+            "collector.example, 192.0.2.1, evil\\nline"
+        );
+        assert_eq!(certificate_names(&[]), "no name at all");
+    }
 
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {
