@@ -53,8 +53,8 @@ pub struct Response {
     /// Why a non-2xx answer refused the report: the start of its text
     /// body, on one line, control and bidi characters escaped.
     pub reason: Option<String>,
-    /// The proxy the answer came through, which may have written it
-    /// itself (a 502 when it cannot reach the collector).
+    /// The proxy (`http://host:port`) the answer came through, which may
+    /// have written it itself (a 502 when it cannot reach the collector).
     pub proxy: Option<String>,
 }
 
@@ -67,7 +67,7 @@ impl Response {
     pub fn describe(&self) -> String {
         let mut text = format!("HTTP {}", self.status);
         if let Some(proxy) = &self.proxy {
-            text.push_str(&format!(" (through {proxy})"));
+            text.push_str(&format!(" via proxy {proxy}"));
         }
         if let Some(reason) = &self.reason {
             text.push_str(": ");
@@ -164,6 +164,8 @@ struct Proxy {
     auth: Option<HeaderValue>,
     /// `proxy http://host:port (from https_proxy)`: never the credentials.
     name: String,
+    /// `http://host:port`.
+    address: String,
 }
 
 impl Proxy {
@@ -172,11 +174,10 @@ impl Proxy {
         let host = uri.host().unwrap_or_default().to_string();
         let port = uri.port_u16().unwrap_or(80);
         let scheme = uri.scheme_str().unwrap_or("http");
+        let address = format!("{scheme}://{host}:{port}");
         Proxy {
-            name: format!(
-                "proxy {scheme}://{host}:{port} (from {})",
-                proxy_variable(https)
-            ),
+            name: format!("proxy {address} (from {})", proxy_variable(https)),
+            address,
             host,
             port,
             auth: intercept.basic_auth().cloned(),
@@ -511,7 +512,7 @@ where
         status,
         retry_after,
         reason,
-        proxy: proxy.map(|proxy| proxy.name.clone()),
+        proxy: proxy.map(|proxy| proxy.address.clone()),
     })
 }
 

@@ -657,6 +657,23 @@ fn a_refusing_http_proxy_is_named_not_the_collector() {
     }
 }
 
+#[test]
+fn an_error_answer_through_an_http_proxy_names_the_proxy() {
+    let proxy = stand_in(None, vec![Reply::Status(502)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("http://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let named = format!("HTTP 502 via proxy http://{proxy_addr}");
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
+    assert!(install.audit_text().contains(&named));
+}
+
 /// A one-connection-at-a-time HTTP server on loopback that reads each
 /// request and then hands the stream to `respond`. Counts the responses
 /// it could not finish because the client hung up.
