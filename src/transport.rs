@@ -279,40 +279,30 @@ async fn exchange(request: Outgoing<'_>, deadline: Deadline) -> Result<Response,
             })?;
             let server_name = server_name(url)?;
             let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-            let handshake_failed = |err: std::io::Error| SendError::Tls {
-                host: host.clone(),
-                reason: explain_tls_failure(&err),
+            let io: Box<dyn Io> = match &proxy {
+                None => Box::new(connect_tcp(&host, port, deadline).await?),
+                Some(proxy) => Box::new(open_tunnel(proxy, &target, deadline).await?),
             };
-            let stage = || Stage::Tls(host.clone());
-            match proxy {
-                None => {
-                    let tcp = connect_tcp(&host, port, deadline).await?;
-                    let stream = deadline
-                        .bound(stage(), async {
-                            connector
-                                .connect(server_name, tcp)
-                                .await
-                                .map_err(handshake_failed)
+            let stream = deadline
+                .bound(Stage::Tls(host.clone()), async {
+                    connector
+                        .connect(server_name, io)
+                        .await
+                        .map_err(|err| SendError::Tls {
+                            host: host.clone(),
+                            reason: explain_tls_failure(&err),
                         })
-                        .await?;
-                    send_over(stream, &origin_form, &authority, None, body, deadline).await
-                }
-                Some(proxy) => {
-                    let tunnel = open_tunnel(&proxy, &target, deadline).await?;
-                    let stream = deadline
-                        .bound(stage(), async {
-                            connector
-                                .connect(server_name, tunnel)
-                                .await
-                                .map_err(handshake_failed)
-                        })
-                        .await?;
-                    send_over(stream, &origin_form, &authority, None, body, deadline).await
-                }
-            }
+                })
+                .await?;
+            send_over(stream, &origin_form, &authority, None, body, deadline).await
         }
     }
 }
+
+/// A byte stream TLS can run over: a TCP connection or a proxy's tunnel.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Resolves `host` (bounded: the lookup runs on a blocking thread that is
 /// abandoned at the deadline) and connects to the first address that
