@@ -792,6 +792,28 @@ fn an_endless_refusal_body_is_cut_at_its_first_bytes() {
 }
 
 #[test]
+fn a_refusal_whose_body_stalls_keeps_its_status_and_the_reason_so_far() {
+    use std::io::{Read, Write};
+    let server = raw_server(|stream| {
+        stream.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+              Transfer-Encoding: chunked\r\n\r\n10\r\nstats.osrelease:\r\n",
+        )?;
+        // Then nothing more, until surveyd gives up and hangs up.
+        let _ = stream.read(&mut [0u8; 1]);
+        Ok(())
+    });
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_timeout = 2\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert_eq!(
+        audited_errors(&install),
+        vec!["collector answered HTTP 400: stats.osrelease:".to_string()]
+    );
+}
+
+#[test]
 fn the_real_collectors_refusal_reason_reaches_the_log_and_the_audit() {
     let backend = collector_support::Backend::Sqlite {
         dir: tempfile::tempdir().unwrap(),
