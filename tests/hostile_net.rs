@@ -39,12 +39,18 @@ struct SilentResolver {
 }
 
 impl SilentResolver {
-    /// Binds port 53 on a 127.x address of its own (tests run in parallel,
-    /// each gets a different one).
+    /// Binds port 53 on a 127.x address of its own: tests run in
+    /// parallel, and other test processes may hold some addresses already.
     fn start(slot: u8) -> SilentResolver {
         let pid = std::process::id();
-        let address = format!("127.53.{}.{}", (pid % 250) as u8 + 1, slot);
-        let socket = UdpSocket::bind((address.as_str(), 53)).unwrap();
+        let (address, socket) = (0..200u32)
+            .find_map(|step| {
+                let third = (pid + step) % 250 + 1;
+                let address = format!("127.53.{third}.{slot}");
+                let socket = UdpSocket::bind((address.as_str(), 53)).ok()?;
+                Some((address, socket))
+            })
+            .expect("a free 127.53.x.y:53");
         let queries = Arc::new(AtomicUsize::new(0));
         let counter = queries.clone();
         std::thread::spawn(move || {
