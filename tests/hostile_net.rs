@@ -1,5 +1,7 @@
-//! A resolver that never answers, created without touching the machine's
-//! own files: each daemon runs in a private mount namespace where
+//! Peers that never answer, created without touching the machine's own
+//! files or network: a collector address that drops every packet lives in
+//! a network namespace of its own, and for a resolver that never answers
+//! each daemon runs in a private mount namespace where
 //! /etc/resolv.conf, /etc/nsswitch.conf and /etc/hosts are bind-mounted
 //! copies, and the only nameserver is a 127.x address on which the test
 //! holds a UDP socket that reads queries and never answers.
@@ -290,4 +292,40 @@ fn sigterm_during_a_silent_lookup_stops_the_service_at_once() {
         results[0]
     );
     assert!(err.contains("surveyd stopped"), "{err}");
+}
+
+#[test]
+fn a_collector_address_that_drops_every_packet_is_named_at_the_timeout() {
+    if !is_root() {
+        return skip("a network namespace with a link that drops everything needs root");
+    }
+    // In a network namespace of its own, 10.77.0.2 sits behind a veth link
+    // whose far end takes every frame and answers none: the SYN is never
+    // acknowledged, as behind a firewall that drops.
+    let install = Install::new();
+    install.write_config(
+        "http://10.77.0.2/api/stats/v1/submit",
+        "surveyclient_timeout = 2\n",
+    );
+    let setup = "ip link add v0 type veth peer name v1 && ip addr add 10.77.0.1/24 dev v0 \
+                 && ip link set v0 up && ip link set v1 up \
+                 && ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:02 dev v0";
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &format!("{setup} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_surveyd"))
+        .arg("-c")
+        .arg(install.config_path())
+        .arg("send")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("within 2 s") && err.contains("connecting to 10.77.0.2:80 did not finish"),
+        "{err}"
+    );
 }

@@ -633,6 +633,34 @@ fn an_expired_certificate_is_explained_with_its_end_date() {
 }
 
 #[test]
+fn a_collector_silent_during_the_tls_handshake_is_named_at_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://{}/api/stats/v1/submit",
+        listener.local_addr().unwrap()
+    );
+    // Accepts and then says nothing, holding the connection until the
+    // client hangs up.
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    let install = Install::new();
+    install.write_config(&url, "surveyclient_timeout = 1\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("within 1 s")
+            && stderr(&out).contains("the TLS handshake with 127.0.0.1 did not finish"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_refusing_http_proxy_is_named_not_the_collector() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = closed.local_addr().unwrap();
