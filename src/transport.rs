@@ -118,7 +118,7 @@ impl std::fmt::Display for Stage {
                 f,
                 "connecting to {target} did not finish (is a firewall dropping the packets?)"
             ),
-            Stage::Proxy { proxy, step } => write!(f, "{proxy}: {step} did not finish"),
+            Stage::Proxy { proxy, step } => write!(f, "{proxy}: {step}"),
             Stage::Tls(host) => write!(f, "the TLS handshake with {host} did not finish"),
             Stage::Answer => f.write_str("the collector took the request but did not answer"),
         }
@@ -343,8 +343,8 @@ fn in_proxy_terms(err: SendError, proxy: &Proxy) -> SendError {
             stage: Stage::Proxy {
                 proxy: proxy.name.clone(),
                 step: match stage {
-                    Stage::Resolve(_) => "resolving its name".into(),
-                    _ => "connecting to it".into(),
+                    Stage::Resolve(_) => "resolving its name did not finish".into(),
+                    _ => "connecting to it did not finish".into(),
                 },
             },
         },
@@ -370,7 +370,7 @@ async fn open_tunnel(
         .map_err(|err| in_proxy_terms(err, proxy))?;
     let stage = Stage::Proxy {
         proxy: proxy.name.clone(),
-        step: format!("opening a tunnel to {target}"),
+        step: format!("opening a tunnel to {target} did not finish"),
     };
     deadline
         .bound(stage, async {
@@ -458,8 +458,15 @@ where
     let request = builder
         .body(Full::new(body))
         .map_err(|err| SendError::Http(err.to_string()))?;
+    let waiting = match proxy {
+        Some(proxy) => Stage::Proxy {
+            proxy: proxy.name.clone(),
+            step: "no answer came from it (or from the collector behind it)".into(),
+        },
+        None => Stage::Answer,
+    };
     let response = deadline
-        .bound(Stage::Answer, async {
+        .bound(waiting, async {
             sender
                 .send_request(request)
                 .await

@@ -686,6 +686,31 @@ fn a_refusing_http_proxy_is_named_not_the_collector() {
 }
 
 #[test]
+fn a_silent_http_proxy_is_named_at_the_timeout() {
+    let proxy = stand_in(None, vec![Reply::Hang]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config(
+        "http://collector.invalid/api/stats/v1/submit",
+        "surveyclient_timeout = 1\n",
+    );
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "within 1 s (surveyclient_timeout): proxy http://{proxy_addr} (from http_proxy): \
+             no answer came from it"
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_error_answer_through_an_http_proxy_names_the_proxy() {
     let proxy = stand_in(None, vec![Reply::Status(502)]);
     let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
