@@ -151,11 +151,10 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built")
+/// A command's runtime: dropping it never waits for a name lookup that
+/// outlived the request's timeout.
+fn runtime() -> crate::service::Runtime {
+    crate::service::Runtime::new()
 }
 
 /// Loads the settings, prints warnings, and runs `then`; a configuration

@@ -81,7 +81,7 @@ impl Outcome {
     /// One line for logs and `STATUS=`.
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Answered(response) => format!("HTTP {}", response.status),
+            Outcome::Answered(response) => response.describe(),
             Outcome::Failed(err) => err.to_string(),
             Outcome::Cancelled => "cancelled: shutting down".to_string(),
         }
@@ -133,9 +133,11 @@ pub async fn send(
     let duration = started.elapsed();
     let (status, error) = match &outcome {
         Outcome::Answered(response) if response.is_success() => (Some(response.status), None),
+        // The collector's own reason, when it gave one, is what tells the
+        // admin why this report will never be accepted as it is.
         Outcome::Answered(response) => (
             Some(response.status),
-            Some(format!("collector answered HTTP {}", response.status)),
+            Some(format!("collector answered {}", response.describe())),
         ),
         other => (None, Some(other.describe())),
     };
@@ -161,8 +163,8 @@ pub async fn send(
         }
     } else {
         warn!(
-            "report {seq} to {url} failed: {} after {millis} ms",
-            outcome.describe()
+            "report {seq} to {url} failed after {millis} ms: {}",
+            error.as_deref().unwrap_or_default()
         );
     }
     Ok(Attempt {

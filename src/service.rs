@@ -53,11 +53,93 @@ pub fn run(config: &Path) -> u8 {
             return exit::CANTCREAT;
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built");
-    runtime.block_on(Service::new(config.to_path_buf(), settings, audit).run())
+    exit_soon_after_stop_signals_whatever_blocks();
+    Runtime::new().block_on(Service::new(config.to_path_buf(), settings, audit).run())
+}
+
+/// How long the in-flight report may take to record its cancellation
+/// before `stop` gives up on it; systemd expects the exit within a second.
+const CANCEL_GRACE: Duration = Duration::from_millis(500);
+
+/// How long after SIGTERM/SIGINT the process exits even if the service
+/// loop never got to handle the signal (its thread blocked in a read).
+const STOP_DEADLINE: Duration = Duration::from_millis(900);
+
+/// A tokio runtime for one command or the service. Dropping it abandons
+/// whatever still runs on its blocking threads instead of waiting: a name
+/// lookup that no DNS server answers runs there and cannot be cancelled,
+/// and the result it would bring is no longer wanted.
+pub struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    pub fn new() -> Runtime {
+        Runtime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime can be built"),
+        ))
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.0
+            .as_ref()
+            .expect("the runtime is only taken when dropped")
+            .block_on(future)
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The last line of defence for "SIGTERM stops the service within a
+/// second": a thread of its own that also waits for SIGTERM/SIGINT and, if
+/// the process is still there [`STOP_DEADLINE`] later, exits. It only acts
+/// when the service loop's thread is blocked (a read that never returns),
+/// which no task on that thread can interrupt.
+fn exit_soon_after_stop_signals_whatever_blocks() {
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(|| {
+            let runtime = Runtime::new();
+            let signalled = runtime.block_on(async {
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return false;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tokio::time::sleep(STOP_DEADLINE).await;
+                true
+            });
+            if signalled {
+                error!(
+                    "the service loop did not stop within {} ms of the stop signal (it is \
+                     blocked); exiting without it",
+                    STOP_DEADLINE.as_millis()
+                );
+                notify(&[NotifyState::Stopping]);
+                std::process::exit(exit::OK.into());
+            }
+        });
+    if let Err(err) = spawned {
+        warn!("cannot start the stop-deadline thread: {err}");
+    }
 }
 
 /// Sends sd_notify states as one datagram; without NOTIFY_SOCKET this does
@@ -400,9 +482,14 @@ impl Service {
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         if let Some(in_flight) = self.in_flight.take() {
             let _ = in_flight.cancel.send(());
-            match in_flight.handle.await {
-                Ok(result) => self.finish_report(result),
-                Err(err) => error!("report task failed while stopping: {err}"),
+            match tokio::time::timeout(CANCEL_GRACE, in_flight.handle).await {
+                Ok(Ok(result)) => self.finish_report(result),
+                Ok(Err(err)) => error!("report task failed while stopping: {err}"),
+                Err(_) => error!(
+                    "the report in flight did not end within {} ms of its cancellation; \
+                     stopping without its result",
+                    CANCEL_GRACE.as_millis()
+                ),
             }
         }
         info!("surveyd stopped");

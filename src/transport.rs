@@ -1,41 +1,48 @@
 //! Transport: one HTTP POST of a payload to the collector, over HTTPS
 //! (rustls), plain HTTP or a unix socket, through the proxy the environment
-//! names (`https_proxy`, `http_proxy`, `no_proxy`), bounded by one timeout
-//! from connect to the last byte.
+//! names (`https_proxy`, `http_proxy`, `no_proxy`), bounded by one deadline
+//! from name resolution to the last byte read.
 //!
 //! Each report opens its own connection: reports are an hour apart, so a
 //! pool would only hold sockets open for nothing.
+//!
+//! Every failure names the step that failed and the peer it failed with
+//! (resolver, proxy, collector), in words an admin can act on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION, RETRY_AFTER, USER_AGENT,
 };
-use hyper::{Request, Uri};
+use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::ConfigBuilderExt;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
-use tower_service::Service;
+use tokio::time::Instant;
 
 use crate::settings::Endpoint;
 
 /// The header upstream's collector requires on every report.
 pub const STATS_HEADER: &str = "X-Kopano-Stats-Request";
 
-/// How much of a response body is read before the connection is dropped;
-/// collectors answer with nothing or a one-line reason.
+/// How much of a success's body is read before the connection is dropped;
+/// collectors answer with nothing or a short receipt.
 const MAX_RESPONSE_BODY: usize = 16 * 1024;
+
+/// How much of a refusal's body is kept as its reason: enough for a
+/// sentence, little enough for a log line and an audit entry.
+pub const MAX_REASON_BYTES: usize = 512;
 
 /// What the collector answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,27 +50,79 @@ pub struct Response {
     pub status: u16,
     /// The server's `Retry-After`, as a delay from now.
     pub retry_after: Option<Duration>,
+    /// Why a non-2xx answer refused the report: the start of its text
+    /// body, on one line, control and bidi characters escaped.
+    pub reason: Option<String>,
+    /// The proxy (`http://host:port`) the answer came through, which may
+    /// have written it itself (a 502 when it cannot reach the collector).
+    pub proxy: Option<String>,
 }
 
 impl Response {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// `HTTP 400: the reason`, naming the proxy when there was one.
+    pub fn describe(&self) -> String {
+        let mut text = format!("HTTP {}", self.status);
+        if let Some(proxy) = &self.proxy {
+            text.push_str(&format!(" via proxy {proxy}"));
+        }
+        if let Some(reason) = &self.reason {
+            text.push_str(": ");
+            text.push_str(reason);
+        }
+        text
+    }
 }
 
 /// Why no answer came back.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("no complete answer within {} s", .0.as_secs())]
-    Timeout(Duration),
+    #[error("no complete answer within {} s (surveyclient_timeout): {stage}", .limit.as_secs())]
+    Timeout { limit: Duration, stage: Stage },
+    #[error("cannot resolve the collector's name {host}: {reason}")]
+    Resolve { host: String, reason: String },
     #[error("cannot connect to {target}: {reason}")]
     Connect { target: String, reason: String },
+    #[error("{proxy} failed: {reason}; check the proxy, or list the collector in no_proxy")]
+    Proxy { proxy: String, reason: String },
     #[error("TLS with {host} failed: {reason}")]
     Tls { host: String, reason: String },
     #[error("HTTP exchange failed: {0}")]
     Http(String),
     #[error("bad collector URL {0}")]
     Url(String),
+}
+
+/// The step an exchange was in when its deadline passed.
+#[derive(Debug)]
+pub enum Stage {
+    Resolve(String),
+    Connect(String),
+    Proxy { proxy: String, step: String },
+    Tls(String),
+    Answer,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stage::Resolve(host) => write!(
+                f,
+                "name resolution of {host} did not finish: no DNS server answered \
+                 (check the nameservers in /etc/resolv.conf)"
+            ),
+            Stage::Connect(target) => write!(
+                f,
+                "connecting to {target} did not finish (is a firewall dropping the packets?)"
+            ),
+            Stage::Proxy { proxy, step } => write!(f, "{proxy}: {step}"),
+            Stage::Tls(host) => write!(f, "the TLS handshake with {host} did not finish"),
+            Stage::Answer => f.write_str("the collector took the request but did not answer"),
+        }
+    }
 }
 
 /// The request that is about to go out.
@@ -74,26 +133,105 @@ pub struct Outgoing<'a> {
     pub timeout: Duration,
 }
 
-/// Sends one report and waits, at most `timeout`, for the status line and
-/// the (bounded) body.
-pub async fn post(request: Outgoing<'_>) -> Result<Response, SendError> {
-    let timeout = request.timeout;
-    tokio::time::timeout(timeout, exchange(request))
-        .await
-        .unwrap_or(Err(SendError::Timeout(timeout)))
+/// One deadline for the whole exchange; each step runs under it so that a
+/// timeout says which step hung. A lookup on tokio's blocking pool that
+/// outlives it is abandoned, not waited for.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
 }
 
-async fn exchange(request: Outgoing<'_>) -> Result<Response, SendError> {
+impl Deadline {
+    async fn bound<T>(
+        self,
+        stage: Stage,
+        step: impl std::future::Future<Output = Result<T, SendError>>,
+    ) -> Result<T, SendError> {
+        tokio::time::timeout_at(self.at, step)
+            .await
+            .unwrap_or(Err(SendError::Timeout {
+                limit: self.limit,
+                stage,
+            }))
+    }
+}
+
+/// The proxy the environment names for this request.
+struct Proxy {
+    host: String,
+    port: u16,
+    auth: Option<HeaderValue>,
+    /// `proxy http://host:port (from https_proxy)`: never the credentials.
+    name: String,
+    /// `http://host:port`.
+    address: String,
+}
+
+impl Proxy {
+    fn new(intercept: &Intercept, https: bool) -> Proxy {
+        let uri = intercept.uri();
+        let host = uri.host().unwrap_or_default().to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let address = format!("{scheme}://{host}:{port}");
+        Proxy {
+            name: format!("proxy {address} (from {})", proxy_variable(https)),
+            address,
+            host,
+            port,
+            auth: intercept.basic_auth().cloned(),
+        }
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> SendError {
+        SendError::Proxy {
+            proxy: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The variable hyper-util's matcher took the proxy from, in its order.
+fn proxy_variable(https: bool) -> &'static str {
+    let specific: [&'static str; 2] = if https {
+        ["HTTPS_PROXY", "https_proxy"]
+    } else {
+        ["HTTP_PROXY", "http_proxy"]
+    };
+    specific
+        .into_iter()
+        .chain(["ALL_PROXY", "all_proxy"])
+        .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        .unwrap_or(if https { "https_proxy" } else { "http_proxy" })
+}
+
+/// Sends one report and waits, at most `timeout` from the first lookup,
+/// for the status line and the (bounded) body.
+pub async fn post(request: Outgoing<'_>) -> Result<Response, SendError> {
+    let deadline = Deadline {
+        at: Instant::now() + request.timeout,
+        limit: request.timeout,
+    };
+    exchange(request, deadline).await
+}
+
+async fn exchange(request: Outgoing<'_>, deadline: Deadline) -> Result<Response, SendError> {
     let body = request.body.clone();
     let url = match request.endpoint {
         Endpoint::Unix { socket, path } => {
-            let stream = UnixStream::connect(socket)
-                .await
-                .map_err(|err| SendError::Connect {
-                    target: socket.display().to_string(),
-                    reason: err.to_string(),
-                })?;
-            return send_over(stream, path, "localhost", None, body).await;
+            let target = socket.display().to_string();
+            let stream = deadline
+                .bound(Stage::Connect(target.clone()), async {
+                    UnixStream::connect(socket)
+                        .await
+                        .map_err(|err| SendError::Connect {
+                            target,
+                            reason: err.to_string(),
+                        })
+                })
+                .await?;
+            return send_over(stream, path, "localhost", None, body, deadline).await;
         }
         Endpoint::Http(url) | Endpoint::Https(url) => url,
     };
@@ -118,65 +256,165 @@ async fn exchange(request: Outgoing<'_>) -> Result<Response, SendError> {
         None => url.path().to_string(),
     };
 
-    let proxy = Matcher::from_env().intercept(&uri);
+    let proxy = Matcher::from_env()
+        .intercept(&uri)
+        .map(|intercept| Proxy::new(&intercept, https));
     match (https, proxy) {
         (false, None) => {
-            let tcp = connect_tcp(&host, port).await?;
-            send_over(tcp, &origin_form, &authority, None, body).await
+            let tcp = connect_tcp(&host, port, deadline).await?;
+            send_over(tcp, &origin_form, &authority, None, body, deadline).await
         }
         (false, Some(proxy)) => {
             // A plain-HTTP proxy gets the absolute URL as request target.
-            let proxy_uri = proxy.uri();
-            let proxy_host = proxy_uri.host().unwrap_or_default().to_string();
-            let proxy_port = proxy_uri.port_u16().unwrap_or(80);
-            let tcp = connect_tcp(&proxy_host, proxy_port).await?;
-            let auth = proxy.basic_auth().cloned();
-            send_over(tcp, url.as_str(), &authority, auth, body).await
+            let tcp = connect_tcp(&proxy.host, proxy.port, deadline)
+                .await
+                .map_err(|err| in_proxy_terms(err, &proxy))?;
+            send_over(tcp, url.as_str(), &authority, Some(&proxy), body, deadline).await
         }
         (true, proxy) => {
-            let tcp = match proxy {
-                None => connect_tcp(&host, port).await?,
-                Some(proxy) => {
-                    let mut tunnel = Tunnel::new(proxy.uri().clone(), HttpConnector::new());
-                    if let Some(auth) = proxy.basic_auth() {
-                        tunnel = tunnel.with_auth(auth.clone());
-                    }
-                    let io = tunnel
-                        .call(uri.clone())
-                        .await
-                        .map_err(|err| SendError::Connect {
-                            target: format!("{authority} through proxy {}", proxy.uri()),
-                            reason: err.to_string(),
-                        })?;
-                    io.into_inner()
-                }
-            };
+            let target = format!("{host}:{port}");
             let tls = tls_config(request.ssl_verify).map_err(|reason| SendError::Tls {
                 host: host.clone(),
                 reason,
             })?;
             let server_name = server_name(url)?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-                .connect(server_name, tcp)
-                .await
-                .map_err(|err| SendError::Tls {
-                    host: host.clone(),
-                    reason: err.to_string(),
-                })?;
-            send_over(stream, &origin_form, &authority, None, body).await
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+            let io: Box<dyn Io> = match &proxy {
+                None => Box::new(connect_tcp(&host, port, deadline).await?),
+                Some(proxy) => Box::new(open_tunnel(proxy, &target, deadline).await?),
+            };
+            let stream = deadline
+                .bound(Stage::Tls(host.clone()), async {
+                    connector
+                        .connect(server_name, io)
+                        .await
+                        .map_err(|err| SendError::Tls {
+                            host: host.clone(),
+                            reason: explain_tls_failure(&err),
+                        })
+                })
+                .await?;
+            send_over(stream, &origin_form, &authority, None, body, deadline).await
         }
     }
 }
 
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, SendError> {
+/// A byte stream TLS can run over: a TCP connection or a proxy's tunnel.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Resolves `host` (bounded: the lookup runs on a blocking thread that is
+/// abandoned at the deadline) and connects to the first address that
+/// accepts.
+async fn connect_tcp(host: &str, port: u16, deadline: Deadline) -> Result<TcpStream, SendError> {
     // url keeps IPv6 literals in brackets; the resolver wants them bare.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    TcpStream::connect((bare, port))
-        .await
-        .map_err(|err| SendError::Connect {
-            target: format!("{host}:{port}"),
-            reason: err.to_string(),
+    let addresses: Vec<SocketAddr> = deadline
+        .bound(Stage::Resolve(host.to_string()), async {
+            tokio::net::lookup_host((bare, port))
+                .await
+                .map(Iterator::collect)
+                .map_err(|err| SendError::Resolve {
+                    host: host.to_string(),
+                    reason: err.to_string(),
+                })
         })
+        .await?;
+    let target = format!("{host}:{port}");
+    deadline
+        .bound(Stage::Connect(target.clone()), async {
+            TcpStream::connect(addresses.as_slice())
+                .await
+                .map_err(|err| SendError::Connect {
+                    target,
+                    reason: err.to_string(),
+                })
+        })
+        .await
+}
+
+/// Re-words a failure to reach the proxy so that the proxy, not the
+/// collector, is named.
+fn in_proxy_terms(err: SendError, proxy: &Proxy) -> SendError {
+    match err {
+        SendError::Timeout { limit, stage } => SendError::Timeout {
+            limit,
+            stage: Stage::Proxy {
+                proxy: proxy.name.clone(),
+                step: match stage {
+                    Stage::Resolve(_) => "resolving its name did not finish".into(),
+                    _ => "connecting to it did not finish".into(),
+                },
+            },
+        },
+        SendError::Resolve { reason, .. } => {
+            proxy.failed(format_args!("cannot resolve its name: {reason}"))
+        }
+        SendError::Connect { reason, .. } => {
+            proxy.failed(format_args!("cannot connect to it: {reason}"))
+        }
+        other => other,
+    }
+}
+
+/// `CONNECT target` through the proxy; the tunnel then carries TLS
+/// end-to-end, so the proxy never sees the payload.
+async fn open_tunnel(
+    proxy: &Proxy,
+    target: &str,
+    deadline: Deadline,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, SendError> {
+    let tcp = connect_tcp(&proxy.host, proxy.port, deadline)
+        .await
+        .map_err(|err| in_proxy_terms(err, proxy))?;
+    let stage = Stage::Proxy {
+        proxy: proxy.name.clone(),
+        step: format!("opening a tunnel to {target} did not finish"),
+    };
+    deadline
+        .bound(stage, async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|err| proxy.failed(err))?;
+            let _driver = AbortOnDrop(tokio::spawn(connection.with_upgrades()));
+            let mut builder = Request::connect(target).header(HOST, target);
+            if let Some(auth) = &proxy.auth {
+                builder = builder.header(PROXY_AUTHORIZATION, auth);
+            }
+            let request = builder
+                .body(Empty::<Bytes>::new())
+                .map_err(|err| SendError::Http(err.to_string()))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|err| proxy.failed(format_args!("no answer to CONNECT: {err}")))?;
+            let status = response.status();
+            if !status.is_success() {
+                let hint = if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+                    " (it wants credentials: give them in the proxy URL, \
+                     http://user:password@host:port)"
+                } else {
+                    ""
+                };
+                return Err(proxy.failed(format_args!(
+                    "it refused the tunnel to {target} with HTTP {}{hint}",
+                    status_text(status)
+                )));
+            }
+            let upgraded = hyper::upgrade::on(response)
+                .await
+                .map_err(|err| proxy.failed(format_args!("the tunnel broke: {err}")))?;
+            Ok(TokioIo::new(upgraded))
+        })
+        .await
+}
+
+fn status_text(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
 }
 
 fn server_name(url: &url::Url) -> Result<ServerName<'static>, SendError> {
@@ -193,48 +431,187 @@ async fn send_over<S>(
     io: S,
     target: &str,
     host: &str,
-    proxy_auth: Option<HeaderValue>,
+    proxy: Option<&Proxy>,
     body: Bytes,
+    deadline: Deadline,
 ) -> Result<Response, SendError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|err| SendError::Http(err.to_string()))?;
-    let driver = AbortOnDrop(tokio::spawn(connection));
+    let (mut sender, connection) = deadline
+        .bound(Stage::Answer, async {
+            hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|err| SendError::Http(err.to_string()))
+        })
+        .await?;
+    let _driver = AbortOnDrop(tokio::spawn(connection));
 
     let mut builder = Request::post(target)
         .header(HOST, host)
         .header(CONTENT_TYPE, "application/json")
         .header(STATS_HEADER, "1")
         .header(USER_AGENT, concat!("surveyd/", env!("CARGO_PKG_VERSION")));
-    if let Some(auth) = proxy_auth {
+    if let Some(auth) = proxy.and_then(|proxy| proxy.auth.as_ref()) {
         builder = builder.header(PROXY_AUTHORIZATION, auth);
     }
     let request = builder
         .body(Full::new(body))
         .map_err(|err| SendError::Http(err.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| SendError::Http(err.to_string()))?;
+    let waiting = match proxy {
+        Some(proxy) => Stage::Proxy {
+            proxy: proxy.name.clone(),
+            step: "no answer came from it (or from the collector behind it)".into(),
+        },
+        None => Stage::Answer,
+    };
+    let response = deadline
+        .bound(waiting, async {
+            sender
+                .send_request(request)
+                .await
+                .map_err(|err| match proxy {
+                    Some(proxy) => proxy.failed(format_args!("no answer: {err}")),
+                    None => SendError::Http(err.to_string()),
+                })
+        })
+        .await?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| parse_retry_after(value, SystemTime::now()));
-    // Read (and bound) the body so the server sees a clean exchange; its
-    // content does not matter.
-    let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
-        .collect()
-        .await;
-    drop(driver);
+    let textual = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(is_textual);
+    let success = (200..300).contains(&status);
+    // The status is in: whatever part of the body arrives before the
+    // deadline is all that is read, and never more than a bounded prefix,
+    // so an endless or trickling body costs neither memory nor time.
+    let limit = if success {
+        MAX_RESPONSE_BODY
+    } else {
+        MAX_REASON_BYTES + 1
+    };
+    let mut prefix = Vec::new();
+    let _ = tokio::time::timeout_at(
+        deadline.at,
+        read_prefix(response.into_body(), limit, &mut prefix),
+    )
+    .await;
+    let reason = (!success && textual)
+        .then(|| reason_line(&prefix))
+        .flatten();
     Ok(Response {
         status,
         retry_after,
+        reason,
+        proxy: proxy.map(|proxy| proxy.address.clone()),
     })
+}
+
+/// Reads the body into `into` until it holds `limit` bytes, the body ends
+/// or fails; what arrived stays in `into` if the caller gives up waiting.
+async fn read_prefix(mut body: Incoming, limit: usize, into: &mut Vec<u8>) {
+    while into.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = limit - into.len();
+                    into.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+/// Plain text and JSON are shown as a reason; an HTML error page is not.
+fn is_textual(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        media.as_str(),
+        "text/plain" | "application/json" | "application/problem+json"
+    )
+}
+
+/// The first [`MAX_REASON_BYTES`] of a refusal's body as one line that is
+/// safe in a log, a terminal and the audit log: control characters,
+/// bidi overrides and line separators are escaped (`\n`, `\u{202e}`), and
+/// a longer body ends in `…`.
+pub fn reason_line(body: &[u8]) -> Option<String> {
+    let cut = body.len() > MAX_REASON_BYTES;
+    let mut kept = &body[..body.len().min(MAX_REASON_BYTES)];
+    if cut {
+        // Do not end on half a character.
+        if let Err(err) = std::str::from_utf8(kept) {
+            if err.error_len().is_none() {
+                kept = &kept[..err.valid_up_to()];
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(kept);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut line = one_line(text);
+    if cut {
+        line.push('…');
+    }
+    Some(line)
+}
+
+/// Text from the peer, made safe to show: control characters, bidi
+/// overrides and line separators escaped (`\n`, `\u{202e}`).
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() || is_invisible_override(c) {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// webpki lists a certificate's names as `DnsName("example.org")` and
+/// `IpAddress(192.0.2.1)`; the admin wants `example.org, 192.0.2.1`.
+fn certificate_names(presented: &[String]) -> String {
+    if presented.is_empty() {
+        return "no name at all".to_string();
+    }
+    presented
+        .iter()
+        .map(|name| {
+            let bare = name
+                .strip_prefix("DnsName(\"")
+                .and_then(|rest| rest.strip_suffix("\")"))
+                .or_else(|| {
+                    name.strip_prefix("IpAddress(")
+                        .and_then(|rest| rest.strip_suffix(')'))
+                })
+                .unwrap_or(name);
+            one_line(bare)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Characters that reorder or break the text around them when shown.
+fn is_invisible_override(c: char) -> bool {
+    matches!(c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// `Retry-After` is either seconds or an HTTP date (RFC 9110 10.2.3).
@@ -252,6 +629,91 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// A handshake failure in words: what is wrong with the certificate and
+/// what the admin can do about it.
+fn explain_tls_failure(err: &std::io::Error) -> String {
+    let rustls_error = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(cert)) => explain_certificate(cert),
+        Some(other) => other.to_string(),
+        None => err.to_string(),
+    }
+}
+
+const VERIFY_HINT: &str = "or, to accept any certificate, set surveyclient_ssl_verify = no";
+
+fn explain_certificate(error: &CertificateError) -> String {
+    let when = |time: &UnixTime| {
+        humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(time.as_secs()),
+        )
+    };
+    match error {
+        CertificateError::UnknownIssuer => format!(
+            "the collector's certificate is not signed by a CA this machine trusts: \
+             install that CA (for example in /usr/local/share/ca-certificates, then run \
+             update-ca-certificates, or name it in SSL_CERT_FILE), {VERIFY_HINT}"
+        ),
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "the collector's certificate is not valid for the name {} (it names {}): use \
+             one of those names in surveyclient_url or have the certificate reissued, \
+             {VERIFY_HINT}",
+            expected.to_str(),
+            certificate_names(presented)
+        ),
+        CertificateError::NotValidForName => format!(
+            "the collector's certificate is not valid for the host name in \
+             surveyclient_url: use a name the certificate lists, {VERIFY_HINT}"
+        ),
+        CertificateError::ExpiredContext { time, not_after } => format!(
+            "the collector's certificate expired at {} (this machine's clock says {}): the \
+             collector needs a renewed certificate; if the clock is wrong, fix it",
+            when(not_after),
+            when(time)
+        ),
+        CertificateError::Expired => "the collector's certificate has expired (or this \
+             machine's clock is wrong): the collector needs a renewed certificate"
+            .to_string(),
+        CertificateError::NotValidYetContext { time, not_before } => format!(
+            "the collector's certificate is valid only from {} on (this machine's clock \
+             says {}): check this machine's clock",
+            when(not_before),
+            when(time)
+        ),
+        CertificateError::NotValidYet => "the collector's certificate is not valid yet: \
+             check this machine's clock"
+            .to_string(),
+        CertificateError::Revoked => "the collector's certificate has been revoked: the \
+             collector needs a new one"
+            .to_string(),
+        CertificateError::BadSignature => "the signature on the collector's certificate \
+             does not verify: the certificate chain it sends is wrong or tampered with"
+            .to_string(),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "the collector's certificate is not meant for a TLS server (extended key \
+             usage): the collector needs a server certificate"
+                .to_string()
+        }
+        CertificateError::BadEncoding => "the collector sent a malformed certificate".to_string(),
+        CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => format!(
+                "the collector presents a CA certificate as its own: it must use a server \
+                 certificate signed by that CA, not the CA certificate itself ({VERIFY_HINT})"
+            ),
+            Some(webpki::Error::EndEntityUsedAsCa) => "the collector's certificate was \
+                 signed by a certificate that is not a CA: the collector's chain is wrong"
+                .to_string(),
+            _ => format!("the collector's certificate was rejected: {other}, {VERIFY_HINT}"),
+        },
+        other => format!("the collector's certificate was rejected ({other:?}), {VERIFY_HINT}"),
     }
 }
 
@@ -329,6 +791,44 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_is_one_safe_line_of_bounded_length() {
+        assert_eq!(
+            reason_line(b"stats.osrelease: longer than 256 bytes\n").as_deref(),
+            Some("stats.osrelease: longer than 256 bytes")
+        );
+        assert_eq!(
+            reason_line("a\nb\x1b[2J\u{202e}c\r".as_bytes()).as_deref(),
+            Some("a\\nb\\u{1b}[2J\\u{202e}c")
+        );
+        assert_eq!(reason_line(b" \n"), None);
+        // 512 bytes end inside the 256th "é": it is dropped, not mangled.
+        let long = format!("a{}", "é".repeat(400));
+        let line = reason_line(long.as_bytes()).unwrap();
+        assert_eq!(line, format!("a{}…", "é".repeat(255)));
+    }
+
+    #[test]
+    fn html_error_pages_are_not_taken_as_reasons() {
+        assert!(is_textual("text/plain; charset=utf-8"));
+        assert!(is_textual("Application/JSON"));
+        assert!(!is_textual("text/html"));
+    }
+
+    #[test]
+    fn certificate_names_are_shown_bare_and_escaped() {
+        let presented = [
+            "DnsName(\"collector.example\")".to_string(),
+            "IpAddress(192.0.2.1)".to_string(),
+            "DnsName(\"evil\nline\")".to_string(),
+        ];
+        assert_eq!(
+            certificate_names(&presented),
+            "collector.example, 192.0.2.1, evil\\nline"
+        );
+        assert_eq!(certificate_names(&[]), "no name at all");
+    }
 
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {

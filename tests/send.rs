@@ -2,6 +2,7 @@
 //! loopback collector stand-in: the bytes, the headers, TLS, unix sockets,
 //! privacy, and what happens when the audit log cannot be written.
 
+mod collector_support;
 mod common;
 
 use common::*;
@@ -484,7 +485,14 @@ fn https_through_a_proxy_opens_a_connect_tunnel() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert!(stderr(&out).contains("through proxy"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "proxy http://{proxy_addr} (from https_proxy) failed: it refused the tunnel to \
+             collector.invalid:443 with HTTP 403 Forbidden"
+        )),
+        "the proxy and its answer are named: {err}"
+    );
     let got = proxy.requests();
     assert_eq!(got.len(), 1);
     assert!(
@@ -495,4 +503,391 @@ fn https_through_a_proxy_opens_a_connect_tunnel() {
         got[0].head()
     );
     assert!(got[0].body().is_empty());
+}
+
+/// A collector with a certificate made for the case: `names` it is valid
+/// for, signed by a fresh CA (or the CA certificate itself as the server
+/// certificate), optionally long expired. Returns the stand-in and the
+/// CA's PEM for SSL_CERT_FILE.
+fn tls_collector(names: &[&str], ca_as_server: bool, expired: bool) -> (StandIn, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "surveyd test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let (cert, key) = if ca_as_server {
+        (ca.der().clone(), ca_key.serialize_der())
+    } else {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        }
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.der().clone(), key.serialize_der())
+    };
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+    )
+    .unwrap();
+    (
+        stand_in(Some(std::sync::Arc::new(config)), vec![Reply::Status(204)]),
+        ca.pem(),
+    )
+}
+
+/// `surveyd send` against `server` trusting `ca_pem` (or only the system's
+/// CAs); returns stderr and the audited error, after checking that no
+/// request crossed the unverified link.
+fn send_expecting_tls_refusal(server: &StandIn, ca_pem: Option<&str>) -> (String, String) {
+    let install = Install::new();
+    install.write_config(&server.url, "");
+    let mut cmd = install.command(&["send"]);
+    if let Some(pem) = ca_pem {
+        let ca = install.path("ca.pem");
+        std::fs::write(&ca, pem).unwrap();
+        cmd.env("SSL_CERT_FILE", &ca);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(server.requests().is_empty(), "nothing crossed the link");
+    let result = install
+        .audit_text()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "result")
+        .unwrap();
+    let audited = result["error"].as_str().unwrap().to_string();
+    let err = stderr(&out);
+    assert!(
+        !err.contains("Other(") && !err.contains("InvalidCertificate"),
+        "no debug output: {err}"
+    );
+    (err, audited)
+}
+
+#[test]
+fn an_untrusted_ca_is_explained_with_what_to_do() {
+    let (server, _ca) = tls_collector(&["127.0.0.1"], false, false);
+    let (err, audited) = send_expecting_tls_refusal(&server, None);
+    for text in [&err, &audited] {
+        assert!(
+            text.contains("not signed by a CA this machine trusts")
+                && text.contains("install that CA")
+                && text.contains("surveyclient_ssl_verify = no"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_certificate_for_another_name_is_explained_with_both_names() {
+    let (server, ca) = tls_collector(&["collector.example"], false, false);
+    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
+    for text in [&err, &audited] {
+        assert!(
+            text.contains("not valid for the name 127.0.0.1 (it names collector.example)"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
+    let (server, ca) = tls_collector(&["127.0.0.1"], true, false);
+    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
+    for text in [&err, &audited] {
+        assert!(
+            text.contains("presents a CA certificate as its own")
+                && text.contains("server certificate signed by that CA"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_certificate_is_explained_with_its_end_date() {
+    let (server, ca) = tls_collector(&["127.0.0.1"], false, true);
+    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
+    for text in [&err, &audited] {
+        assert!(
+            text.contains("certificate expired at 2002-01-01")
+                && text.contains("renewed certificate"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_collector_silent_during_the_tls_handshake_is_named_at_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://{}/api/stats/v1/submit",
+        listener.local_addr().unwrap()
+    );
+    // Accepts and then says nothing, holding the connection until the
+    // client hangs up.
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    });
+    let install = Install::new();
+    install.write_config(&url, "surveyclient_timeout = 1\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("within 1 s")
+            && stderr(&out).contains("the TLS handshake with 127.0.0.1 did not finish"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_refusing_http_proxy_is_named_not_the_collector() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let install = Install::new();
+    install.write_config("http://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://user:secret@{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let audit = install.audit_text();
+    for text in [stderr(&out), audit] {
+        assert!(
+            text.contains(&format!(
+                "proxy http://{proxy_addr} (from http_proxy) failed: cannot connect to it"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "no proxy password: {text}");
+    }
+}
+
+#[test]
+fn a_silent_http_proxy_is_named_at_the_timeout() {
+    let proxy = stand_in(None, vec![Reply::Hang]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config(
+        "http://collector.invalid/api/stats/v1/submit",
+        "surveyclient_timeout = 1\n",
+    );
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "within 1 s (surveyclient_timeout): proxy http://{proxy_addr} (from http_proxy): \
+             no answer came from it"
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_error_answer_through_an_http_proxy_names_the_proxy() {
+    let proxy = stand_in(None, vec![Reply::Status(502)]);
+    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let install = Install::new();
+    install.write_config("http://collector.invalid/api/stats/v1/submit", "");
+    let out = install
+        .command(&["send"])
+        .env("http_proxy", format!("http://{proxy_addr}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let named = format!("HTTP 502 via proxy http://{proxy_addr}");
+    assert!(stderr(&out).contains(&named), "{}", stderr(&out));
+    assert!(install.audit_text().contains(&named));
+}
+
+/// A one-connection-at-a-time HTTP server on loopback that reads each
+/// request and then hands the stream to `respond`. Counts the responses
+/// it could not finish because the client hung up.
+struct RawServer {
+    url: String,
+    hung_up: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn raw_server(
+    respond: impl Fn(&mut std::net::TcpStream) -> std::io::Result<()> + Send + 'static,
+) -> RawServer {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/stats/v1/submit",
+        listener.local_addr().unwrap()
+    );
+    let hung_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hung_up.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            // The request: head and body arrive together from surveyd.
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !String::from_utf8_lossy(&seen).contains("\"version\":2") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            if respond(&mut stream).is_err() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    RawServer { url, hung_up }
+}
+
+fn audited_errors(install: &Install) -> Vec<String> {
+    let out = install.run(&["audit", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|row| row["error"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_400_with_a_reason_is_logged_and_audited_with_control_characters_escaped() {
+    use std::io::Write;
+    let reason = "stats.osrelease: longer than 256 bytes\u{1b}[2J\u{202e}\n";
+    let server = raw_server(move |stream| {
+        write!(
+            stream,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{reason}",
+            reason.len()
+        )
+    });
+    let install = Install::new();
+    install.write_config(&server.url, "");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let shown = "stats.osrelease: longer than 256 bytes\\u{1b}[2J\\u{202e}";
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("collector answered HTTP 400: {shown}")),
+        "the log carries the reason: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202e}'),
+        "{err}"
+    );
+    assert_eq!(
+        audited_errors(&install),
+        vec![format!("collector answered HTTP 400: {shown}")]
+    );
+}
+
+#[test]
+fn an_endless_refusal_body_is_cut_at_its_first_bytes() {
+    use std::io::Write;
+    let server = raw_server(|stream| {
+        stream.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )?;
+        // Chunks until the client stops reading: an endless reason.
+        let chunk = format!("{:x}\r\n{}\r\n", 1024, "x".repeat(1024));
+        loop {
+            stream.write_all(chunk.as_bytes())?;
+        }
+    });
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_timeout = 30\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let errors = audited_errors(&install);
+    let expected = format!("collector answered HTTP 413: {}…", "x".repeat(512));
+    assert_eq!(errors, vec![expected]);
+    // surveyd stopped reading: the server's writes failed once the socket
+    // buffers were full, long before the 30 s timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.hung_up.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the body is still read"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_refusal_whose_body_stalls_keeps_its_status_and_the_reason_so_far() {
+    use std::io::{Read, Write};
+    let server = raw_server(|stream| {
+        stream.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+              Transfer-Encoding: chunked\r\n\r\n10\r\nstats.osrelease:\r\n",
+        )?;
+        // Then nothing more, until surveyd gives up and hangs up.
+        let _ = stream.read(&mut [0u8; 1]);
+        Ok(())
+    });
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_timeout = 2\n");
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert_eq!(
+        audited_errors(&install),
+        vec!["collector answered HTTP 400: stats.osrelease:".to_string()]
+    );
+}
+
+#[test]
+fn the_real_collectors_refusal_reason_reaches_the_log_and_the_audit() {
+    let backend = collector_support::Backend::Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let collector = collector_support::Collector::start(&backend);
+    let install = Install::new();
+    // A path the collector does not serve: its 404 carries a text reason.
+    install.write_config(
+        &format!("http://{}/api/stats/v0/submit", collector.addr),
+        "",
+    );
+    let out = install.run(&["send"]);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("collector answered HTTP 404: not found"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        audited_errors(&install),
+        vec!["collector answered HTTP 404: not found".to_string()]
+    );
+    collector.stop();
 }

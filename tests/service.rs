@@ -455,3 +455,38 @@ fn bad_config_at_start_exits_78_and_names_the_line() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sigterm_stops_the_service_even_while_a_read_blocks_its_loop() {
+    let install = Install::new();
+    let fifo = install.path("facts.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!("{FAST}surveyclient_facts = file:{}\n", fifo.display()),
+    );
+    let mut daemon = Daemon::start(&install);
+    daemon.ready();
+    // A writer that never writes: its open returns once the daemon has
+    // opened the FIFO to read facts, which then blocks until EOF.
+    let (opened, writer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+            let _ = opened.send(file);
+        }
+    });
+    // However the facts are read, the report has started by the time the
+    // daemon opened the FIFO or recorded a result without it.
+    let deadline = Instant::now() + PATIENCE;
+    let _writer = loop {
+        if let Ok(file) = writer.recv_timeout(Duration::from_millis(20)) {
+            break Some(file);
+        }
+        if !results(&install).is_empty() {
+            break None;
+        }
+        assert!(Instant::now() < deadline, "the report never started");
+    };
+    let (code, err) = daemon.stop();
+    assert_eq!(code, 0, "{err}");
+}
