@@ -64,6 +64,10 @@ pub const DEFAULT_SOCKETS: [&str; 4] = [
 /// of short rows; anything bigger is not a Kopano database.
 const MAX_PACKET: usize = 1024 * 1024;
 
+/// Largest CA file accepted for `surveyclient_mysql_ssl_ca`: a whole
+/// system bundle (about 220 KiB on Debian) fits several times over.
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Shown in place of the password if a driver message ever contains it.
 const MASK: &str = "********";
 
@@ -373,7 +377,10 @@ fn tls_options(ca: &Path) -> Result<SslOpts, DatabaseError> {
     let setup = |why: String| {
         DatabaseError::Setup(format!("surveyclient_mysql_ssl_ca {}: {why}", ca.display()))
     };
-    let pem = std::fs::read(ca).map_err(|err| setup(format!("cannot read it: {err}")))?;
+    // No link is followed, and a FIFO or device there is refused without
+    // blocking the service loop this runs on.
+    let pem = crate::safe_fs::read_regular(ca, MAX_CA_FILE_BYTES)
+        .map_err(|err| setup(format!("cannot read it: {err}")))?;
     let certificates = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| setup(format!("it is not PEM: {err}")))?;
@@ -555,5 +562,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read it"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_or_link_as_ca_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = tls_options(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+        let link = dir.path().join("ca.link");
+        std::os::unix::fs::symlink("/etc/ssl/certs/ca-certificates.crt", &link).unwrap();
+        let err = tls_options(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
     }
 }
