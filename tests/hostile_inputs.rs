@@ -53,21 +53,50 @@ fn payload(out: &Output) -> serde_json::Value {
 
 /// `surveyd run` against a fake systemd (a NOTIFY_SOCKET bound here).
 struct Daemon {
+    /// `surveyd run`, or the harness that started it.
     child: Child,
+    /// The surveyd process itself.
+    pid: Pid,
     socket: UnixDatagram,
     seen: Vec<String>,
 }
 
 impl Daemon {
     fn start(install: &Install) -> Daemon {
+        let mut cmd = install.command(&["run"]);
+        Self::spawn(install, &mut cmd, None)
+    }
+
+    /// `surveyd run` in a private mount namespace where `install/slow` is
+    /// a file system whose every file opens but never answers a read (a
+    /// hung NFS server, as far as the reader can tell): tests/fixtures/
+    /// slowfs.py speaks the FUSE protocol and starts surveyd under it.
+    fn start_over_hung_file_system(install: &Install) -> Daemon {
+        std::fs::create_dir_all(install.path("slow")).unwrap();
+        let pid_file = install.path("surveyd.pid");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "python3"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slowfs.py"))
+            .arg(install.path("slow"))
+            .arg(&pid_file)
+            .arg(env!("CARGO_BIN_EXE_surveyd"))
+            .arg("-c")
+            .arg(install.config_path())
+            .arg("run")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("JOURNAL_STREAM");
+        Self::spawn(install, &mut cmd, Some(&pid_file))
+    }
+
+    fn spawn(install: &Install, cmd: &mut Command, pid_file: Option<&Path>) -> Daemon {
         let socket_path = install.path("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let child = install
-            .command(&["run"])
+        let mut child = cmd
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "400000")
             .env_remove("WATCHDOG_PID")
@@ -75,15 +104,33 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let pid = match pid_file {
+            None => child.id() as i32,
+            Some(path) => {
+                let deadline = Instant::now() + PATIENCE;
+                loop {
+                    if let Ok(pid) = std::fs::read_to_string(path) {
+                        break pid.trim().parse().unwrap();
+                    }
+                    if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                        let _ = child.kill();
+                        let out = child.wait_with_output().unwrap();
+                        panic!("the FUSE harness did not start surveyd: {}", stderr(&out));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
         Daemon {
             child,
+            pid: Pid::from_raw(pid),
             socket,
             seen: Vec::new(),
         }
     }
 
     fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        kill(self.pid, signal).unwrap();
     }
 
     fn expect(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
@@ -144,6 +191,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -547,4 +595,96 @@ fn os_release_as_dev_zero_or_fifo_falls_back_in_bounded_memory() {
             stderr(&out)
         );
     }
+}
+
+fn watchdog_count(datagrams: &[String]) -> usize {
+    datagrams
+        .iter()
+        .filter(|d| d.lines().any(|l| l == "WATCHDOG=1"))
+        .count()
+}
+
+#[test]
+fn a_reload_reading_from_a_hung_file_system_keeps_the_loop_alive_and_is_rejected() {
+    if !is_root() {
+        return skip("a FUSE mount needs root (private mount namespace)");
+    }
+    let install = Install::new();
+    let base = "surveyclient_start_delay = 3600\nsurveyclient_timeout = 2\n";
+    install.write_config("http://127.0.0.1:9/x", base);
+    let mut daemon = Daemon::start_over_hung_file_system(&install);
+    daemon.ready();
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!(
+            "{base}!include {}\n",
+            install.path("slow/extra.cfg").display()
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect("RELOADING=1", |d| d.lines().any(|l| l == "RELOADING=1"));
+    let reloading_at = daemon.seen.len();
+    let ready = daemon.ready();
+    let during = watchdog_count(&daemon.seen[reloading_at..]);
+    assert!(
+        during >= 3,
+        "the loop kept feeding the watchdog while the config was read ({during} pings)"
+    );
+    let status = status_of(&ready);
+    assert!(
+        status.contains("reload rejected")
+            && status.contains("took longer than surveyclient_timeout (2 s)"),
+        "{status}"
+    );
+    daemon.watchdog_pings(2);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_main_thread_ended_despite_the_hung_read(&log);
+}
+
+/// SIGTERM ended the loop and the main thread although a blocking thread
+/// was still waiting on the file system. (A FUSE read already handed to its
+/// server cannot be interrupted by the kernel at all, so the process can
+/// only be reaped once the harness drops the connection, as it does then.)
+fn assert_main_thread_ended_despite_the_hung_read(log: &str) {
+    assert!(log.contains("surveyd stopped"), "{log}");
+    assert!(
+        log.contains("slowfs: the main thread exited while a read was still hung"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_machine_id_on_a_hung_file_system_is_left_out_and_the_loop_stays_alive() {
+    if !is_root() {
+        return skip("a FUSE mount needs root (private mount namespace)");
+    }
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(
+        &server.url,
+        &format!(
+            "surveyclient_start_delay = 0\nsurveyclient_timeout = 2\n\
+             surveyclient_machine_id_file = {}\n",
+            install.path("slow/machine-id").display()
+        ),
+    );
+    let mut daemon = Daemon::start_over_hung_file_system(&install);
+    daemon.ready();
+    assert_eq!(daemon.wait_for_requests(&server, 1), 1, "the report went");
+    assert!(
+        watchdog_count(&daemon.seen) >= 3,
+        "the watchdog was fed while the machine id hung: {:?}",
+        daemon.seen
+    );
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert_main_thread_ended_despite_the_hung_read(&log);
+    assert!(
+        log.contains("took longer than surveyclient_timeout (2 s"),
+        "{log}"
+    );
+    let sent: serde_json::Value = serde_json::from_slice(server.requests()[0].body()).unwrap();
+    assert!(sent["stats"].get("machine_id_hash").is_none(), "{sent}");
+    assert_eq!(sent["stats"]["program_name"]["value"], "kopano-server");
 }
