@@ -255,7 +255,28 @@ pub async fn read(
     default_sockets: &[&Path],
 ) -> Result<DatabaseFacts, DatabaseError> {
     let target = target(mysql, default_sockets).map_err(DatabaseError::Setup)?;
-    let opts = options(mysql, &target, timeout)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Building the options reads the CA file: on a blocking thread, so a
+    // file on a hung file system cannot stall the service loop, and within
+    // the same deadline as the queries.
+    let opts = {
+        let (settings, to) = (mysql.clone(), target.clone());
+        let build = tokio::task::spawn_blocking(move || options(&settings, &to, timeout));
+        match tokio::time::timeout_at(deadline, build).await {
+            Ok(Ok(opts)) => opts?,
+            Ok(Err(err)) => {
+                return Err(DatabaseError::Setup(format!(
+                    "preparing the connection failed: {err}"
+                )))
+            }
+            Err(_) => {
+                return Err(DatabaseError::Timeout {
+                    target: target.clone(),
+                    timeout,
+                })
+            }
+        }
+    };
     let work = async {
         let mut conn = Conn::new(opts)
             .await
@@ -309,7 +330,7 @@ pub async fn read(
         }
         Ok(facts)
     };
-    tokio::time::timeout(timeout, work)
+    tokio::time::timeout_at(deadline, work)
         .await
         .unwrap_or_else(|_| {
             Err(DatabaseError::Timeout {

@@ -688,3 +688,56 @@ fn a_machine_id_on_a_hung_file_system_is_left_out_and_the_loop_stays_alive() {
     assert!(sent["stats"].get("machine_id_hash").is_none(), "{sent}");
     assert_eq!(sent["stats"]["program_name"]["value"], "kopano-server");
 }
+
+#[test]
+fn a_second_sighup_during_a_hung_reload_reads_the_config_again_and_applies_it() {
+    if !is_root() {
+        return skip("a FUSE mount needs root (private mount namespace)");
+    }
+    let install = Install::new();
+    let base = "surveyclient_start_delay = 3600\nsurveyclient_timeout = 2\n";
+    install.write_config("http://127.0.0.1:9/x", base);
+    let mut daemon = Daemon::start_over_hung_file_system(&install);
+    daemon.ready();
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!(
+            "{base}!include {}\n",
+            install.path("slow/extra.cfg").display()
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect("RELOADING=1", |d| d.lines().any(|l| l == "RELOADING=1"));
+    let hung = install.path("surveyd.pid.hung-read");
+    let deadline = Instant::now() + PATIENCE;
+    while !hung.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the reload never reached the slow file"
+        );
+        daemon.expect("anything", |_| true);
+    }
+    // The admin fixes the file and reloads again while the first reload hangs.
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!("{base}surveyclient_interval = 0\n"),
+    );
+    daemon.signal(Signal::SIGHUP);
+    let reloading_at = daemon.seen.len();
+    let ready = daemon.ready();
+    let status = status_of(&ready);
+    assert!(
+        status.contains("reporting off") && !status.contains("reload rejected"),
+        "the second reload's file is in force: {status}"
+    );
+    assert!(
+        !daemon.seen[reloading_at..]
+            .iter()
+            .any(|d| d.contains("RELOADING=1")),
+        "one reload, one RELOADING: {:?}",
+        daemon.seen
+    );
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("SIGHUP during a reload"), "{log}");
+}
