@@ -393,7 +393,7 @@ async fn read_source(source: &FactSource, settings: &Settings) -> Option<SourceF
             match read.await? {
                 Ok(bytes) => (label, bytes),
                 Err(err) => {
-                    warn!("cannot read {label}: {err}; its facts are left out");
+                    warn!("cannot read a facts file: {err}; its facts are left out");
                     return None;
                 }
             }
@@ -441,7 +441,7 @@ async fn run_command(argv: &[String], timeout: Duration) -> Result<Vec<u8>, Stri
             .map_err(|err| format!("reading its output failed: {err}"))?;
         if output.len() as u64 > MAX_SOURCE_OUTPUT {
             return Err(format!(
-                "it printed more than {MAX_SOURCE_OUTPUT} bytes; it was stopped"
+                "it printed more than {MAX_SOURCE_OUTPUT} bytes; it and its process group were killed"
             ));
         }
         let status = child
