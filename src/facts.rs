@@ -786,6 +786,16 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_server_guid_file_is_not_followed_or_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(SERVER_GUID_FILE)).unwrap();
+        assert!(stored_server_guid(dir.path()).is_none());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
+    }
+
+    #[test]
     fn generated_server_guid_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");

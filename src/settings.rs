@@ -797,7 +797,8 @@ fn unknown_key_warning(entry: &Entry) -> Option<String> {
         .filter(|k| k.starts_with(PREFIX))
         .min_by_key(|k| strsim::levenshtein(&lower, k))?;
     Some(format!(
-        "unknown key {key} at {}; did you mean {nearest}?",
+        "unknown key {} at {}; did you mean {nearest}?",
+        escape_controls(key),
         entry.location
     ))
 }
@@ -1294,6 +1295,16 @@ mod tests {
         let loaded = from_text("SurveyClient_SSL_Verify = no\n").unwrap();
         assert!(
             loaded.warnings[0].ends_with("did you mean surveyclient_ssl_verify?"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_with_control_characters_is_shown_escaped() {
+        let loaded = from_text("surveyclient_x\u{1b}[2J = 1\n").unwrap();
+        assert!(
+            loaded.warnings[0].starts_with("unknown key surveyclient_x\\u{1b}[2J at"),
             "{:?}",
             loaded.warnings
         );
