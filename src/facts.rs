@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::payload::{field_spec, FactValue, Facts, FieldType};
 use crate::privacy::RawId;
-use crate::safe_fs::{self, ReadError};
+use crate::safe_fs::{self, ReadError, ReadErrorKind};
 use crate::settings::{FactSource, Settings};
 
 /// Name of the file in the state dir that keeps the generated server GUID.
@@ -44,8 +44,8 @@ pub const MAX_GUID_FILE_BYTES: u64 = 4096;
 
 /// Warnings for the input files the settings name that exist but would be
 /// refused (a link, a FIFO, a device, too large), for `check-config` and
-/// the service's start and reload. Opening never blocks (`O_NONBLOCK`) and
-/// nothing is read.
+/// the service's start and reload. Only `lstat` is used: nothing is opened,
+/// so a device named there is not even touched.
 pub fn input_file_problems(settings: &Settings) -> Vec<String> {
     let mut files = Vec::new();
     if !settings.omit.contains("machine_id_hash") {
@@ -77,17 +77,19 @@ pub fn input_file_problems(settings: &Settings) -> Vec<String> {
     files
         .into_iter()
         .filter_map(|(key, path, limit, consequence)| {
-            let problem = match safe_fs::open_regular(path) {
-                Err(err) if err.is_not_found() => return None,
-                Err(err) => err.to_string(),
-                Ok(file) => match file.metadata() {
-                    Ok(meta) if meta.len() > limit => format!(
-                        "{}: is larger than the limit of {limit} bytes",
-                        path.display()
-                    ),
-                    Ok(_) => return None,
-                    Err(err) => format!("{}: {err}", path.display()),
-                },
+            let kind = match std::fs::symlink_metadata(path) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => ReadErrorKind::Io(err),
+                Ok(meta) if meta.file_type().is_symlink() => ReadErrorKind::Symlink,
+                Ok(meta) if !meta.is_file() => {
+                    ReadErrorKind::NotRegular(safe_fs::describe_type(meta.file_type()))
+                }
+                Ok(meta) if meta.len() > limit => ReadErrorKind::TooLarge { limit },
+                Ok(_) => return None,
+            };
+            let problem = ReadError {
+                path: path.to_path_buf(),
+                kind,
             };
             Some(format!("{key}: {problem}; {consequence}"))
         })
@@ -326,7 +328,7 @@ pub fn os_pretty_name(root: &Path) -> Option<String> {
 fn read_resolved(path: &Path, limit: u64) -> Result<String, ReadError> {
     let target = path.canonicalize().map_err(|err| ReadError {
         path: path.to_path_buf(),
-        kind: safe_fs::ReadErrorKind::Io(err),
+        kind: ReadErrorKind::Io(err),
     })?;
     safe_fs::read_regular_text(&target, limit)
 }
