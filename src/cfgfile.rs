@@ -9,6 +9,20 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::safe_fs::{self, ReadErrorKind};
+
+/// Deepest `!include` nesting accepted below the main file. Real Kopano
+/// files nest one level (ldap.cfg includes ldap.openldap.cfg); the bound
+/// keeps a chain of thousands of files from exhausting the stack or memory.
+pub const MAX_INCLUDE_DEPTH: usize = 64;
+
+/// Largest single config file. Kopano's server.cfg is about 40 KiB.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Largest total of the main file and all its includes together, so many
+/// sibling includes cannot add up to unbounded memory either.
+pub const MAX_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Where a line came from, shown as `file:line` in every message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -43,6 +57,20 @@ pub enum ConfigError {
         location: Location,
         path: PathBuf,
         source: io::Error,
+    },
+
+    #[error("{location}: !include {} would nest more than {limit} levels deep; flatten the chain of included files", path.display())]
+    IncludeTooDeep {
+        location: Location,
+        path: PathBuf,
+        limit: usize,
+    },
+
+    #[error("{location}: !include {} would take the main file and its includes together past {limit} bytes; include fewer or smaller files", path.display())]
+    TooMuchConfig {
+        location: Location,
+        path: PathBuf,
+        limit: u64,
     },
 
     #[error("{location}: !include without a file name; write `!include PATH` or remove the line")]
@@ -84,6 +112,8 @@ impl ConfigError {
             ConfigError::Read { .. } => None,
             ConfigError::Include { location, .. }
             | ConfigError::IncludeWithoutPath { location }
+            | ConfigError::IncludeTooDeep { location, .. }
+            | ConfigError::TooMuchConfig { location, .. }
             | ConfigError::IncludeCycle { location, .. }
             | ConfigError::IncludedTwice { location, .. }
             | ConfigError::UnsetVariable { location, .. }
@@ -123,14 +153,11 @@ impl CfgFile {
     /// Reads `path` (and its includes), looking `$NAME` values up in `env`.
     pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<CfgFile, ConfigError> {
         let mut loader = Loader::new(env);
-        let canonical = open_target(path).map_err(|source| ConfigError::Read {
+        let (canonical, bytes) = open_target(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let bytes = std::fs::read(&canonical).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        loader.total_bytes = bytes.len() as u64;
         loader.read_bytes(&bytes, path, canonical)?;
         Ok(loader.finish())
     }
@@ -146,6 +173,7 @@ impl CfgFile {
         let canonical = origin
             .canonicalize()
             .unwrap_or_else(|_| origin.to_path_buf());
+        loader.total_bytes = text.len() as u64;
         loader.read_bytes(text.as_bytes(), origin, canonical)?;
         Ok(loader.finish())
     }
@@ -174,15 +202,33 @@ impl CfgFile {
     }
 }
 
-/// Resolves `path` to its canonical form, refusing anything but a regular
-/// file: upstream does the same, and it keeps a stray `!include /dev/zero`
-/// or a FIFO from hanging the daemon.
-fn open_target(path: &Path) -> io::Result<PathBuf> {
+/// Resolves `path` to its canonical form and reads it, refusing anything
+/// but a regular file of at most [`MAX_FILE_BYTES`]: a stray
+/// `!include /dev/zero`, a FIFO or a huge file can neither hang the daemon
+/// nor eat its memory.
+///
+/// Unlike every other file surveyd reads, a config file may be a symbolic
+/// link: `/etc/kopano/server.cfg` linked to a managed copy is common, the
+/// directories holding config files are root's, and upstream follows such
+/// links too. The link is resolved first and the target is then opened
+/// with `safe_fs` (no further link, non-blocking, regular, bounded), so
+/// what is read is still a checked regular file.
+fn open_target(path: &Path) -> io::Result<(PathBuf, Vec<u8>)> {
     let canonical = path.canonicalize()?;
-    if !canonical.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    Ok(canonical)
+    let bytes =
+        safe_fs::read_regular(&canonical, MAX_FILE_BYTES).map_err(|err| match err.kind {
+            ReadErrorKind::Io(err) => err,
+            ReadErrorKind::Symlink => {
+                io::Error::other("it was replaced by a symbolic link while being opened")
+            }
+            ReadErrorKind::NotRegular(what) => {
+                io::Error::other(format!("is {what}, not a regular file"))
+            }
+            ReadErrorKind::TooLarge { limit } => io::Error::other(format!(
+                "is larger than the limit of {limit} bytes for a config file"
+            )),
+        })?;
+    Ok((canonical, bytes))
 }
 
 /// State of one load: the files being read (for cycle detection) and those
@@ -196,6 +242,8 @@ struct Loader<'a> {
     stack: Vec<PathBuf>,
     /// Canonical path of every included file -> the `!include` that read it.
     included_at: HashMap<PathBuf, Location>,
+    /// Bytes of every file read so far, against [`MAX_TOTAL_BYTES`].
+    total_bytes: u64,
 }
 
 impl<'a> Loader<'a> {
@@ -207,6 +255,7 @@ impl<'a> Loader<'a> {
             files: Vec::new(),
             stack: Vec::new(),
             included_at: HashMap::new(),
+            total_bytes: 0,
         }
     }
 
@@ -347,11 +396,28 @@ impl<'a> Loader<'a> {
             return Err(ConfigError::IncludeWithoutPath { location });
         }
         let path = dir.join(argument);
-        let canonical = open_target(&path).map_err(|source| ConfigError::Include {
+        // The stack holds the main file too, so this allows exactly
+        // MAX_INCLUDE_DEPTH nested includes; reading is recursive, and this
+        // bound is what keeps any input from overflowing the stack.
+        if self.stack.len() > MAX_INCLUDE_DEPTH {
+            return Err(ConfigError::IncludeTooDeep {
+                location,
+                path,
+                limit: MAX_INCLUDE_DEPTH,
+            });
+        }
+        let (canonical, bytes) = open_target(&path).map_err(|source| ConfigError::Include {
             location: location.clone(),
             path: path.clone(),
             source,
         })?;
+        if self.total_bytes + bytes.len() as u64 > MAX_TOTAL_BYTES {
+            return Err(ConfigError::TooMuchConfig {
+                location,
+                path,
+                limit: MAX_TOTAL_BYTES,
+            });
+        }
         if self.stack.contains(&canonical) {
             return Err(ConfigError::IncludeCycle { location, path });
         }
@@ -362,12 +428,8 @@ impl<'a> Loader<'a> {
                 first: first.clone(),
             });
         }
-        self.included_at.insert(canonical.clone(), location.clone());
-        let bytes = std::fs::read(&canonical).map_err(|source| ConfigError::Include {
-            location,
-            path: path.clone(),
-            source,
-        })?;
+        self.included_at.insert(canonical.clone(), location);
+        self.total_bytes += bytes.len() as u64;
         self.read_bytes(&bytes, &path, canonical)
     }
 }
@@ -633,6 +695,100 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
+    }
+
+    /// `chain/f0.cfg` includes `f1.cfg`, ... up to `f{n}.cfg`, which sets a key.
+    fn include_chain(dir: &Path, n: usize) -> PathBuf {
+        for i in 0..n {
+            fs::write(
+                dir.join(format!("f{i}.cfg")),
+                format!("k{i} = {i}\n!include f{}.cfg\n", i + 1),
+            )
+            .unwrap();
+        }
+        fs::write(dir.join(format!("f{n}.cfg")), "last = yes\n").unwrap();
+        dir.join("f0.cfg")
+    }
+
+    #[test]
+    fn includes_nest_up_to_the_limit_and_one_more_is_an_error_naming_file_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = include_chain(dir.path(), MAX_INCLUDE_DEPTH);
+        let cfg = CfgFile::load_with_env(&main, &no_env).unwrap();
+        assert_eq!(value(&cfg, "last"), "yes");
+
+        let dir = tempfile::tempdir().unwrap();
+        let main = include_chain(dir.path(), MAX_INCLUDE_DEPTH + 1);
+        let err = CfgFile::load_with_env(&main, &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::IncludeTooDeep { .. }), "{err}");
+        let msg = err.to_string();
+        let culprit = format!("f{}.cfg:2", MAX_INCLUDE_DEPTH);
+        assert!(msg.contains(&culprit), "{msg}");
+        assert!(msg.contains("more than 64 levels"), "{msg}");
+        assert_eq!(err.location().unwrap().line, 2);
+    }
+
+    #[test]
+    fn a_config_file_or_include_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse: claims 4 GiB without using the disk.
+        let huge = dir.path().join("huge.cfg");
+        fs::File::create(&huge).unwrap().set_len(4 << 30).unwrap();
+        let err = CfgFile::load_with_env(&huge, &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("larger than the limit of 1048576 bytes"),
+            "{err}"
+        );
+        fs::write(dir.path().join("main.cfg"), "a = 1\n!include huge.cfg\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("main.cfg"), &no_env).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("main.cfg:2") && msg.contains("1048576"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn includes_together_are_bounded_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = (MAX_TOTAL_BYTES / MAX_FILE_BYTES) as usize + 1;
+        let mut main = String::new();
+        let filler = "#".repeat(MAX_FILE_BYTES as usize - 1) + "\n";
+        for i in 0..files {
+            fs::write(dir.path().join(format!("part{i}.cfg")), &filler).unwrap();
+            main.push_str(&format!("!include part{i}.cfg\n"));
+        }
+        fs::write(dir.path().join("main.cfg"), &main).unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("main.cfg"), &no_env).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::TooMuchConfig { .. }), "{msg}");
+        assert!(
+            msg.contains("main.cfg:") && msg.contains("16777216"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_config_or_include_is_followed_to_a_regular_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("real.cfg"), "k = from-target\n").unwrap();
+        std::os::unix::fs::symlink("real.cfg", dir.path().join("server.cfg")).unwrap();
+        let cfg = CfgFile::load_with_env(&dir.path().join("server.cfg"), &no_env).unwrap();
+        assert_eq!(value(&cfg, "k"), "from-target");
+
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("fifo", dir.path().join("to-fifo.cfg")).unwrap();
+        fs::write(dir.path().join("main.cfg"), "!include to-fifo.cfg\n").unwrap();
+        let err = CfgFile::load_with_env(&dir.path().join("main.cfg"), &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let err = CfgFile::load_with_env(&fifo, &no_env).unwrap_err();
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
     }
 
     #[test]

@@ -6,21 +6,125 @@
 //! A source that fails is logged and its fields are left out; nothing is
 //! ever made up. Fields named in `surveyclient_omit` are not even read.
 
+//!
+//! Every input is bounded: files are read with `safe_fs` (no link followed,
+//! regular files only, a size limit per kind) on a blocking thread within
+//! `surveyclient_timeout`, so neither a FIFO nor a hung file system can stop
+//! the service loop; a command's output is capped and its whole process
+//! group is killed when it is done, too slow or too talkative.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tracing::warn;
 
 use crate::payload::{field_spec, FactValue, Facts, FieldType};
 use crate::privacy::RawId;
+use crate::safe_fs::{self, ReadError, ReadErrorKind};
 use crate::settings::{FactSource, Settings};
 
 /// Name of the file in the state dir that keeps the generated server GUID.
 pub const SERVER_GUID_FILE: &str = "server-guid";
 
-/// Largest output accepted from a fact source; more is a broken source.
-const MAX_SOURCE_OUTPUT: usize = 64 * 1024;
+/// Largest output accepted from a fact source (a command's stdout or a
+/// `file:`); more is a broken source.
+pub const MAX_SOURCE_OUTPUT: u64 = 64 * 1024;
+
+/// Largest machine id file: 33 bytes in practice, with room for white space.
+pub const MAX_MACHINE_ID_BYTES: u64 = 4096;
+
+/// Largest os-release (or fallback) file; real ones are a few hundred bytes.
+pub const MAX_OS_RELEASE_BYTES: u64 = 64 * 1024;
+
+/// Largest stored server GUID file: 33 bytes as surveyd writes it.
+pub const MAX_GUID_FILE_BYTES: u64 = 4096;
+
+/// Warnings for the input files the settings name that exist but would be
+/// refused (a link, a FIFO, a device, too large), for `check-config` and
+/// the service's start and reload. Only `lstat` is used: nothing is opened,
+/// so a device named there is not even touched.
+pub fn input_file_problems(settings: &Settings) -> Vec<String> {
+    let mut files = Vec::new();
+    if !settings.omit.contains("machine_id_hash") {
+        files.push((
+            "surveyclient_machine_id_file",
+            settings.machine_id_file.as_path(),
+            MAX_MACHINE_ID_BYTES,
+            "machine_id_hash would be left out of every report",
+        ));
+    }
+    for source in &settings.facts {
+        if let FactSource::File(path) = source {
+            files.push((
+                "surveyclient_facts",
+                path.as_path(),
+                MAX_SOURCE_OUTPUT,
+                "its facts would be left out of every report",
+            ));
+        }
+    }
+    if let Some(ca) = &settings.mysql.ssl_ca {
+        files.push((
+            "surveyclient_mysql_ssl_ca",
+            ca.as_path(),
+            crate::kopano_mysql::MAX_CA_FILE_BYTES,
+            "the kopano-mysql source would fail",
+        ));
+    }
+    files
+        .into_iter()
+        .filter_map(|(key, path, limit, consequence)| {
+            let kind = match std::fs::symlink_metadata(path) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => ReadErrorKind::Io(err),
+                Ok(meta) if meta.file_type().is_symlink() => ReadErrorKind::Symlink,
+                Ok(meta) if !meta.is_file() => {
+                    ReadErrorKind::NotRegular(safe_fs::describe_type(meta.file_type()))
+                }
+                Ok(meta) if meta.len() > limit => ReadErrorKind::TooLarge { limit },
+                Ok(_) => return None,
+            };
+            let problem = ReadError {
+                path: path.to_path_buf(),
+                kind,
+            };
+            Some(format!("{key}: {problem}; {consequence}"))
+        })
+        .collect()
+}
+
+/// Runs blocking file work on tokio's blocking pool, bounded by `timeout`:
+/// a file on a hung file system then ties up a pool thread, never the
+/// service loop. `None` (with a warning naming `what`) when it took too long.
+async fn off_loop<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            warn!("reading {what} failed: {err}; left out");
+            None
+        }
+        Err(_) => {
+            warn!(
+                "reading {what} took longer than surveyclient_timeout ({} s; a hung file system?); left out",
+                timeout.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// What the machine's own files say, read together in one bounded step.
+struct LocalFiles {
+    machine_id: Option<RawId>,
+    os_name: Option<Option<String>>,
+}
 
 /// Gathers every fact the settings allow. `os_root` is `/` except in tests,
 /// which point it at a directory holding their own `etc/os-release`.
@@ -28,16 +132,31 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
     let wanted = |name: &str| !settings.omit.contains(name);
     let mut facts = Facts::default();
 
-    if wanted("machine_id_hash") {
-        facts.machine_id = read_machine_id(&settings.machine_id_file);
-    }
-    if wanted("osrelease") {
-        if let Some(name) = os_pretty_name(os_root) {
-            facts
-                .values
-                .insert("osrelease".into(), FactValue::Text(name));
-        } else {
-            warn!("no os-release, lsb-release or distribution release file found; osrelease is left out");
+    let local = {
+        let machine_id_file = wanted("machine_id_hash").then(|| settings.machine_id_file.clone());
+        let os_root = wanted("osrelease").then(|| os_root.to_path_buf());
+        off_loop(
+            "the machine id and os-release",
+            settings.timeout,
+            move || LocalFiles {
+                machine_id: machine_id_file.and_then(|path| read_machine_id(&path)),
+                os_name: os_root.map(|root| os_pretty_name(&root)),
+            },
+        )
+        .await
+    };
+    if let Some(local) = local {
+        facts.machine_id = local.machine_id;
+        match local.os_name {
+            Some(Some(name)) => {
+                facts
+                    .values
+                    .insert("osrelease".into(), FactValue::Text(name));
+            }
+            Some(None) => warn!(
+                "no usable os-release, lsb-release or distribution release file found; osrelease is left out"
+            ),
+            None => {}
         }
     }
     if wanted("utsname") {
@@ -92,7 +211,17 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
         facts.server_guid = match &settings.server_guid {
             Some(configured) => RawId::server_guid(configured),
             None if database_owns_guid => source_guid,
-            None => source_guid.or_else(|| stored_server_guid(&settings.state_dir)),
+            None => match source_guid {
+                Some(guid) => Some(guid),
+                None => {
+                    let state_dir = settings.state_dir.clone();
+                    off_loop("the stored server GUID", settings.timeout, move || {
+                        stored_server_guid(&state_dir)
+                    })
+                    .await
+                    .flatten()
+                }
+            },
         };
     }
     facts
@@ -101,7 +230,7 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
 /// Reads the machine id; an unusable one is left out with a warning that
 /// says why without quoting it.
 pub fn read_machine_id(path: &Path) -> Option<RawId> {
-    match std::fs::read_to_string(path) {
+    match safe_fs::read_regular_text(path, MAX_MACHINE_ID_BYTES) {
         Ok(text) => match RawId::machine_id(&text) {
             Ok(id) => Some(id),
             Err(problem) => {
@@ -113,10 +242,7 @@ pub fn read_machine_id(path: &Path) -> Option<RawId> {
             }
         },
         Err(err) => {
-            warn!(
-                "cannot read machine id from {}: {err}; machine_id_hash is left out",
-                path.display()
-            );
+            warn!("cannot read the machine id: {err}; machine_id_hash is left out");
             None
         }
     }
@@ -127,19 +253,16 @@ pub fn read_machine_id(path: &Path) -> Option<RawId> {
 /// stable id per installation, and a random one reveals nothing.
 pub fn stored_server_guid(state_dir: &Path) -> Option<RawId> {
     let path = state_dir.join(SERVER_GUID_FILE);
-    match std::fs::read_to_string(&path) {
+    match safe_fs::read_regular_text(&path, MAX_GUID_FILE_BYTES) {
         Ok(text) => {
             return RawId::server_guid(&text).or_else(|| {
                 warn!("{} is empty; server_guid_hash is left out", path.display());
                 None
             })
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) if err.is_not_found() => {}
         Err(err) => {
-            warn!(
-                "cannot read {}: {err}; server_guid_hash is left out",
-                path.display()
-            );
+            warn!("cannot read the stored server GUID: {err}; server_guid_hash is left out");
             return None;
         }
     }
@@ -158,9 +281,17 @@ pub fn stored_server_guid(state_dir: &Path) -> Option<RawId> {
 
 /// PRETTY_NAME from os-release, falling back as upstream does to NAME and
 /// VERSION, lsb-release's DISTRIB_DESCRIPTION, and the older per-distribution
-/// release files.
+/// release files. A file that cannot be read safely counts as missing, with
+/// a warning unless it is simply absent.
 pub fn os_pretty_name(root: &Path) -> Option<String> {
-    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
+    let read = |rel: &str| match read_resolved(&root.join(rel), MAX_OS_RELEASE_BYTES) {
+        Ok(text) => Some(text),
+        Err(err) if err.is_not_found() => None,
+        Err(err) => {
+            warn!("{err}; trying the next source of osrelease");
+            None
+        }
+    };
     for file in ["etc/os-release", "usr/lib/os-release"] {
         if let Some(text) = read(file) {
             let vars = parse_shell_vars(&text);
@@ -188,6 +319,18 @@ pub fn os_pretty_name(root: &Path) -> Option<String> {
         }
     }
     read("etc/debian_version").map(|v| format!("Debian GNU/Linux {}", v.trim()))
+}
+
+/// Reads a bounded regular text file after resolving links. os-release(5)
+/// asks for `/etc/os-release` to be a link to `../usr/lib/os-release`, so
+/// these system files are the one place where links are followed; the
+/// target is still opened with `safe_fs` (regular, non-blocking, bounded).
+fn read_resolved(path: &Path, limit: u64) -> Result<String, ReadError> {
+    let target = path.canonicalize().map_err(|err| ReadError {
+        path: path.to_path_buf(),
+        kind: ReadErrorKind::Io(err),
+    })?;
+    safe_fs::read_regular_text(&target, limit)
 }
 
 /// Parses the `KEY=value` shell-style assignments of os-release(5):
@@ -245,16 +388,14 @@ async fn read_source(source: &FactSource, settings: &Settings) -> Option<SourceF
         }
         FactSource::File(path) => {
             let label = format!("facts file {}", path.display());
-            match std::fs::read(path) {
-                Ok(bytes) if bytes.len() <= MAX_SOURCE_OUTPUT => (label, bytes),
-                Ok(_) => {
-                    warn!(
-                        "{label} is larger than {MAX_SOURCE_OUTPUT} bytes; its facts are left out"
-                    );
-                    return None;
-                }
+            let file = path.clone();
+            let read = off_loop(&label, settings.timeout, move || {
+                safe_fs::read_regular(&file, MAX_SOURCE_OUTPUT)
+            });
+            match read.await? {
+                Ok(bytes) => (label, bytes),
                 Err(err) => {
-                    warn!("cannot read {label}: {err}; its facts are left out");
+                    warn!("cannot read a facts file: {err}; its facts are left out");
                     return None;
                 }
             }
@@ -275,26 +416,67 @@ async fn read_source(source: &FactSource, settings: &Settings) -> Option<SourceF
     }
 }
 
-async fn run_command(argv: &[String], timeout: std::time::Duration) -> Result<Vec<u8>, String> {
-    let child = tokio::process::Command::new(&argv[0])
+/// Runs a facts command in a process group of its own, reads at most
+/// [`MAX_SOURCE_OUTPUT`] bytes of its stdout within `timeout`, and kills
+/// the whole group when done: a background job it started (which may hold
+/// stdout open forever) dies with it.
+async fn run_command(argv: &[String], timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|err| format!("cannot start it: {err}"))?;
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| format!("no answer within {} s, killed", timeout.as_secs()))?
-        .map_err(|err| format!("waiting for it failed: {err}"))?;
-    if !output.status.success() {
-        return Err(format!("it exited with {}", output.status));
+    // Declared after `child`, so dropped first: when the report is cancelled
+    // mid-command, the group is killed while the child is not yet reaped.
+    let _group = child.id().map(ProcessGroup);
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let finished = tokio::time::timeout(timeout, async {
+        let mut output = Vec::new();
+        (&mut stdout)
+            .take(MAX_SOURCE_OUTPUT + 1)
+            .read_to_end(&mut output)
+            .await
+            .map_err(|err| format!("reading its output failed: {err}"))?;
+        if output.len() as u64 > MAX_SOURCE_OUTPUT {
+            return Err(format!(
+                "it printed more than {MAX_SOURCE_OUTPUT} bytes; it and its process group were killed"
+            ));
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|err| format!("waiting for it failed: {err}"))?;
+        Ok((output, status))
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "no answer within {} s (surveyclient_timeout); it and its process group were killed",
+            timeout.as_secs()
+        )
+    })??;
+    let (output, status) = finished;
+    if !status.success() {
+        return Err(format!("it exited with {status}"));
     }
-    if output.stdout.len() > MAX_SOURCE_OUTPUT {
-        return Err(format!("it printed more than {MAX_SOURCE_OUTPUT} bytes"));
+    Ok(output)
+}
+
+/// A command's process group, killed with SIGKILL when dropped. After a
+/// clean exit this hits only leftovers: the id stays reserved while any
+/// member lives, and once none does, Linux's cyclic pid allocation makes a
+/// new group with the same id within that moment practically impossible.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0 as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     }
-    Ok(output.stdout)
 }
 
 /// Parses what a source printed: a JSON object, or `key = value` lines (the
@@ -438,6 +620,181 @@ mod tests {
             parse_source_output(b"machine_id_hash = 00\nid_scheme = none\n").unwrap();
         assert!(facts.values.is_empty());
         assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn machine_id_from_a_fifo_device_link_or_huge_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let real = dir.path().join("real");
+        std::fs::write(&real, "3d1219c7c4c5404aaa1f6d2a48adfda4\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let huge = dir.path().join("huge");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        for path in [&fifo, Path::new("/dev/zero"), &link, &huge] {
+            assert!(read_machine_id(path).is_none(), "{}", path.display());
+        }
+        assert!(read_machine_id(&real).is_some());
+    }
+
+    #[test]
+    fn os_release_follows_its_link_but_refuses_devices_and_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("usr/lib")).unwrap();
+        std::fs::write(
+            dir.path().join("usr/lib/os-release"),
+            "PRETTY_NAME=\"Linked OS\"\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../usr/lib/os-release", dir.path().join("etc/os-release"))
+            .unwrap();
+        assert_eq!(os_pretty_name(dir.path()).unwrap(), "Linked OS");
+
+        std::fs::remove_file(dir.path().join("etc/os-release")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("etc/os-release")).unwrap();
+        std::fs::remove_file(dir.path().join("usr/lib/os-release")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("usr/lib/os-release"),
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/debian_version"), "12.8\n").unwrap();
+        assert_eq!(os_pretty_name(dir.path()).unwrap(), "Debian GNU/Linux 12.8");
+    }
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn endless_command_output_is_capped_and_the_command_killed() {
+        let err = run_command(&argv(&["/usr/bin/yes"]), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(err.contains("more than 65536 bytes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn output_of_exactly_the_cap_is_accepted() {
+        let script = format!("head -c {MAX_SOURCE_OUTPUT} /dev/zero | tr '\\0' x");
+        let out = run_command(&argv(&["/bin/sh", "-c", &script]), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(out.len() as u64, MAX_SOURCE_OUTPUT);
+    }
+
+    /// Whether `pid` is gone (or a zombie nobody has reaped yet).
+    fn dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn wait_dead(pid: i32) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if dead(pid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_background_job_holding_stdout_is_killed_with_its_group_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 1000 & echo $! > {}; echo usercnt_active=1",
+            pid_file.display()
+        );
+        let err = run_command(&argv(&["/bin/sh", "-c", &script]), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.contains("process group were killed"), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = wait_dead(pid);
+        if !gone {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(gone, "the background sleep {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_a_command_that_finished_are_killed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 1000 >/dev/null & echo $! > {}; echo usercnt_active=1",
+            pid_file.display()
+        );
+        let out = run_command(&argv(&["/bin/sh", "-c", &script]), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(out, b"usercnt_active=1\n");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = wait_dead(pid);
+        if !gone {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(gone, "the background sleep {pid} survived");
+    }
+
+    #[test]
+    fn check_config_warnings_name_refused_input_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let settings = Settings {
+            machine_id_file: fifo.clone(),
+            facts: vec![
+                FactSource::File("/dev/zero".into()),
+                FactSource::File(dir.path().join("missing")),
+            ],
+            ..Settings::default()
+        };
+        let problems = input_file_problems(&settings);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("surveyclient_machine_id_file: ")
+                && problems[0].contains("is a FIFO"),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("/dev/zero: is a character device"));
+    }
+
+    #[test]
+    fn a_linked_server_guid_file_is_not_followed_or_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(SERVER_GUID_FILE)).unwrap();
+        assert!(stored_server_guid(dir.path()).is_none());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
     }
 
     #[test]

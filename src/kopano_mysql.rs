@@ -64,6 +64,10 @@ pub const DEFAULT_SOCKETS: [&str; 4] = [
 /// of short rows; anything bigger is not a Kopano database.
 const MAX_PACKET: usize = 1024 * 1024;
 
+/// Largest CA file accepted for `surveyclient_mysql_ssl_ca`: a whole
+/// system bundle (about 220 KiB on Debian) fits several times over.
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Shown in place of the password if a driver message ever contains it.
 const MASK: &str = "********";
 
@@ -251,7 +255,28 @@ pub async fn read(
     default_sockets: &[&Path],
 ) -> Result<DatabaseFacts, DatabaseError> {
     let target = target(mysql, default_sockets).map_err(DatabaseError::Setup)?;
-    let opts = options(mysql, &target, timeout)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Building the options reads the CA file: on a blocking thread, so a
+    // file on a hung file system cannot stall the service loop, and within
+    // the same deadline as the queries.
+    let opts = {
+        let (settings, to) = (mysql.clone(), target.clone());
+        let build = tokio::task::spawn_blocking(move || options(&settings, &to, timeout));
+        match tokio::time::timeout_at(deadline, build).await {
+            Ok(Ok(opts)) => opts?,
+            Ok(Err(err)) => {
+                return Err(DatabaseError::Setup(format!(
+                    "preparing the connection failed: {err}"
+                )))
+            }
+            Err(_) => {
+                return Err(DatabaseError::Timeout {
+                    target: target.clone(),
+                    timeout,
+                })
+            }
+        }
+    };
     let work = async {
         let mut conn = Conn::new(opts)
             .await
@@ -305,7 +330,7 @@ pub async fn read(
         }
         Ok(facts)
     };
-    tokio::time::timeout(timeout, work)
+    tokio::time::timeout_at(deadline, work)
         .await
         .unwrap_or_else(|_| {
             Err(DatabaseError::Timeout {
@@ -373,7 +398,10 @@ fn tls_options(ca: &Path) -> Result<SslOpts, DatabaseError> {
     let setup = |why: String| {
         DatabaseError::Setup(format!("surveyclient_mysql_ssl_ca {}: {why}", ca.display()))
     };
-    let pem = std::fs::read(ca).map_err(|err| setup(format!("cannot read it: {err}")))?;
+    // No link is followed, and a FIFO or device there is refused without
+    // blocking the service loop this runs on.
+    let pem = crate::safe_fs::read_regular(ca, MAX_CA_FILE_BYTES)
+        .map_err(|err| setup(format!("cannot read it: {err}")))?;
     let certificates = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| setup(format!("it is not PEM: {err}")))?;
@@ -555,5 +583,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read it"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_or_link_as_ca_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = tls_options(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+        let link = dir.path().join("ca.link");
+        std::os::unix::fs::symlink("/etc/ssl/certs/ca-certificates.crt", &link).unwrap();
+        let err = tls_options(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
     }
 }

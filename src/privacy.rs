@@ -54,6 +54,9 @@ pub enum MachineIdProblem {
     Empty,
     Uninitialized,
     Malformed,
+    /// All zeros: systemd refuses it as a machine id (SD_ID128_NULL), and
+    /// every machine with it would send the same hash.
+    Null,
 }
 
 impl std::fmt::Display for MachineIdProblem {
@@ -64,6 +67,7 @@ impl std::fmt::Display for MachineIdProblem {
                 "it says \"uninitialized\" (first boot not finished)"
             }
             MachineIdProblem::Malformed => "it is not 32 hexadecimal digits",
+            MachineIdProblem::Null => "it is all zeros, the null id that systemd refuses",
         })
     }
 }
@@ -81,8 +85,11 @@ impl RawId {
         if id == "uninitialized" {
             return Err(MachineIdProblem::Uninitialized);
         }
-        if parse_id128(id).is_none() || id.contains('-') {
-            return Err(MachineIdProblem::Malformed);
+        match parse_id128(id) {
+            None => return Err(MachineIdProblem::Malformed),
+            Some(_) if id.contains('-') => return Err(MachineIdProblem::Malformed),
+            Some(bytes) if bytes == [0; 16] => return Err(MachineIdProblem::Null),
+            Some(_) => {}
         }
         Ok(RawId(id.to_ascii_lowercase()))
     }
@@ -234,6 +241,10 @@ mod tests {
             Err(MachineIdProblem::Uninitialized)
         );
         assert_eq!(RawId::machine_id("xyz"), Err(MachineIdProblem::Malformed));
+        assert_eq!(
+            RawId::machine_id("00000000000000000000000000000000\n"),
+            Err(MachineIdProblem::Null)
+        );
         assert!(RawId::server_guid("  ").is_none());
     }
 

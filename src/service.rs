@@ -9,7 +9,9 @@
 //! timeout it is bound by, so a stuck loop or a stuck report gets the
 //! service restarted by systemd.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use sd_notify::NotifyState;
@@ -22,7 +24,7 @@ use crate::audit::{AuditError, AuditLog};
 use crate::exit;
 use crate::report::{self, Attempt};
 use crate::scheduler::{self, Timing};
-use crate::settings::Settings;
+use crate::settings::{Loaded, Settings};
 
 /// File in `$RUNTIME_DIRECTORY` where each finished reload is recorded as
 /// `GENERATION ok` or `GENERATION failed: WHY`, for `surveyd reload`.
@@ -173,10 +175,11 @@ pub fn healthy(report_started: Option<Instant>, report_limit: Duration, now: Ins
     }
 }
 
-/// The longest a report may take: each command facts source and the request
+/// The longest a report may take: reading the local files (machine id,
+/// os-release), each facts source, the stored server GUID and the request
 /// itself are each bounded by `surveyclient_timeout`.
 fn report_limit(settings: &Settings) -> Duration {
-    let steps = settings.facts.len() as u32 + 1;
+    let steps = settings.facts.len() as u32 + 3;
     settings.timeout.saturating_mul(steps) + STUCK_GRACE
 }
 
@@ -189,6 +192,9 @@ fn timing(settings: &Settings) -> Timing {
 }
 
 type ReportResult = (AuditLog, Result<Option<Attempt>, AuditError>);
+
+/// A configuration being read off the loop; `Err` says why it was not.
+type Reloading = Pin<Box<dyn Future<Output = Result<Loaded, String>> + Send>>;
 
 struct InFlight {
     handle: JoinHandle<ReportResult>,
@@ -213,6 +219,11 @@ struct Service {
     reload_generation: u64,
     /// Settings that changed the audit log while a report held it.
     reopen_audit: bool,
+    /// The configuration being read for a SIGHUP.
+    reloading: Option<Reloading>,
+    /// Another SIGHUP came while `reloading`: the file may have changed
+    /// after it was read, so it is read again before the reload ends.
+    reload_again: bool,
 }
 
 impl Service {
@@ -228,6 +239,8 @@ impl Service {
             reload_problem: None,
             reload_generation: 0,
             reopen_audit: false,
+            reloading: None,
+            reload_again: false,
         };
         service.schedule_first();
         service
@@ -280,7 +293,11 @@ impl Service {
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
                     self.start_report();
                 }
-                joined = async { (&mut self.in_flight.as_mut().unwrap().handle).await }, if self.in_flight.is_some() => {
+                loaded = reload_finished(&mut self.reloading), if self.reloading.is_some() => {
+                    self.reloading = None;
+                    self.finish_reload(loaded);
+                }
+                joined = report_finished(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.in_flight = None;
                     match joined {
                         Ok(result) => self.finish_report(result),
@@ -395,12 +412,45 @@ impl Service {
         self.next = self.settings.enabled().then(|| Instant::now() + delay);
     }
 
+    /// SIGHUP: says RELOADING and starts reading the configuration on a
+    /// blocking thread, bounded by `surveyclient_timeout`, so a slow or
+    /// hostile config file never stalls the watchdog or SIGTERM.
     fn reload(&mut self) {
+        if self.reloading.is_some() {
+            info!("SIGHUP during a reload: the configuration will be read once more");
+            self.reload_again = true;
+            return;
+        }
         match sd_notify::NotifyState::monotonic_usec_now() {
             Ok(now) => notify(&[NotifyState::Reloading, now]),
             Err(_) => notify(&[NotifyState::Reloading]),
         }
-        let outcome = match Settings::load(&self.config_path) {
+        self.start_loading();
+    }
+
+    fn start_loading(&mut self) {
+        let path = self.config_path.clone();
+        let limit = self.settings.timeout;
+        self.reloading = Some(Box::pin(async move {
+            let load = tokio::task::spawn_blocking(move || Settings::load(&path));
+            match tokio::time::timeout(limit, load).await {
+                Ok(Ok(Ok(loaded))) => Ok(loaded),
+                Ok(Ok(Err(err))) => Err(err.to_string()),
+                Ok(Err(err)) => Err(format!("reading the configuration failed: {err}")),
+                Err(_) => Err(format!(
+                    "reading the configuration took longer than surveyclient_timeout ({} s)",
+                    limit.as_secs()
+                )),
+            }
+        }));
+    }
+
+    fn finish_reload(&mut self, loaded: Result<Loaded, String>) {
+        if std::mem::take(&mut self.reload_again) {
+            self.start_loading();
+            return;
+        }
+        let outcome = match loaded {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     warn!("{warning}");
@@ -555,6 +605,24 @@ impl Service {
     }
 }
 
+/// Waits for the reload in progress; only polled while there is one.
+async fn reload_finished(reloading: &mut Option<Reloading>) -> Result<Loaded, String> {
+    match reloading {
+        Some(load) => load.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the report in flight; only polled while there is one.
+async fn report_finished(
+    in_flight: &mut Option<InFlight>,
+) -> Result<ReportResult, tokio::task::JoinError> {
+    match in_flight {
+        Some(in_flight) => (&mut in_flight.handle).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// systemd's `$RUNTIME_DIRECTORY` (the first one, if several).
 pub fn runtime_directory() -> Option<PathBuf> {
     let value = std::env::var_os("RUNTIME_DIRECTORY")?;
@@ -651,9 +719,9 @@ mod tests {
             timeout: Duration::from_secs(30),
             ..Settings::default()
         };
-        assert_eq!(report_limit(&settings), Duration::from_secs(40));
-        settings.facts = vec![crate::settings::FactSource::KopanoMysql; 2];
         assert_eq!(report_limit(&settings), Duration::from_secs(100));
+        settings.facts = vec![crate::settings::FactSource::KopanoMysql; 2];
+        assert_eq!(report_limit(&settings), Duration::from_secs(160));
     }
 
     #[test]

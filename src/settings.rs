@@ -65,6 +65,12 @@ pub const MIN_AUDIT_MAX_SIZE: u64 = 4096;
 /// scheduler's `Instant` arithmetic.
 pub const MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
 
+/// Longest value accepted for any key surveyd reads. The longest sensible
+/// values are paths (Linux's PATH_MAX is 4096) and URLs, which collectors
+/// and proxies cut at a few KiB anyway; a longer value is a mistake or an
+/// attack, and it would end up in every audit line and status message.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
 /// Shown instead of a non-empty `mysql_password`.
 const MASK: &str = "********";
 
@@ -239,9 +245,16 @@ impl Settings {
         !self.interval.is_zero()
     }
 
-    /// Reads and validates the config file at `path` (with its includes).
+    /// Reads and validates the config file at `path` (with its includes),
+    /// and warns about input files that exist but will be refused when a
+    /// report is built (a FIFO as the machine id file, say), so that
+    /// `check-config` names them instead of calling the config fine.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        Self::from_cfg(&CfgFile::load(path)?)
+        let mut loaded = Self::from_cfg(&CfgFile::load(path)?)?;
+        loaded
+            .warnings
+            .extend(crate::facts::input_file_problems(&loaded.settings));
+        Ok(loaded)
     }
 
     /// Validates an already parsed file. Keys not given keep their default.
@@ -360,8 +373,17 @@ impl Settings {
     /// same settings, except that a non-empty `mysql_password` and a static
     /// `surveyclient_server_guid` (a raw identifier) are masked, and a value
     /// that itself begins with `$` (only possible through a `$VAR`
-    /// substitution) would be substituted again.
+    /// substitution) would be substituted again. Control characters (a
+    /// newline from a `$VAR`, say) are shown escaped, as `\n`, so that one
+    /// setting is always one line and cannot fake others.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
+        self.effective_raw()
+            .into_iter()
+            .map(|(key, value)| (key, escape_controls(&value)))
+            .collect()
+    }
+
+    fn effective_raw(&self) -> Vec<(&'static str, String)> {
         let seconds = |d: Duration| d.as_secs().to_string();
         let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
         let text = |s: &Option<String>| s.clone().unwrap_or_default();
@@ -437,6 +459,21 @@ impl Settings {
     }
 }
 
+/// `value` with control characters and the Unicode line and paragraph
+/// separators written as Rust escapes (`\n`, `\u{2028}`); everything else,
+/// backslashes included, unchanged, so ordinary values print as written.
+fn escape_controls(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Why a value was refused and how to fix it; `read` adds key, value and
 /// location to make a `ConfigError::Invalid`.
 struct Problem {
@@ -474,6 +511,23 @@ fn read<T>(
     else {
         return Ok(default);
     };
+    if value.len() > MAX_VALUE_BYTES {
+        // The start identifies the line; a secret is not quoted at all.
+        let shown = match key {
+            "mysql_password" | "surveyclient_server_guid" => "(not shown)".to_string(),
+            _ => format!("{}...", value.chars().take(40).collect::<String>()),
+        };
+        return Err(ConfigError::Invalid {
+            location: location.clone(),
+            key,
+            value: shown,
+            problem: format!(
+                "is {} bytes long, more than the limit of {MAX_VALUE_BYTES}",
+                value.len()
+            ),
+            hint: format!("write a value of at most {MAX_VALUE_BYTES} bytes"),
+        });
+    }
     parse(value).map_err(|p| ConfigError::Invalid {
         location: location.clone(),
         key,
@@ -743,7 +797,8 @@ fn unknown_key_warning(entry: &Entry) -> Option<String> {
         .filter(|k| k.starts_with(PREFIX))
         .min_by_key(|k| strsim::levenshtein(&lower, k))?;
     Some(format!(
-        "unknown key {key} at {}; did you mean {nearest}?",
+        "unknown key {} at {}; did you mean {nearest}?",
+        escape_controls(key),
         entry.location
     ))
 }
@@ -1173,6 +1228,56 @@ mod tests {
     }
 
     #[test]
+    fn a_value_over_the_length_limit_is_an_error_naming_file_line() {
+        let long = format!("https://stats.example/{}", "a".repeat(MAX_VALUE_BYTES));
+        let msg = error(&format!("\nsurveyclient_url = {long}\n"), 2);
+        assert!(
+            msg.starts_with("surveyclient_url:") && msg.contains("limit of 4096"),
+            "{msg}"
+        );
+        assert!(msg.len() < 400, "the value is not quoted whole: {msg}");
+        let facts = format!(
+            "surveyclient_facts = file:/{}\n",
+            "f".repeat(MAX_VALUE_BYTES)
+        );
+        error(&facts, 1);
+        let password = format!("mysql_password = {}\n", "s3cret".repeat(1000));
+        let msg = error(&password, 1);
+        assert!(!msg.contains("s3cret"), "{msg}");
+        let fits = format!(
+            "surveyclient_program_name = {}\n",
+            "p".repeat(MAX_VALUE_BYTES)
+        );
+        assert!(settings(&fits).program_name.is_some());
+    }
+
+    #[test]
+    fn effective_shows_control_characters_escaped_on_one_line() {
+        let env = |name: &str| {
+            (name == "NAME").then(|| "kopano\nsurveyclient_interval = 0\r\u{2028}".to_string())
+        };
+        let cfg = CfgFile::parse_str(
+            "surveyclient_program_name = $NAME\n",
+            Path::new("x.cfg"),
+            &env,
+        )
+        .unwrap();
+        let s = Settings::from_cfg(&cfg).unwrap().settings;
+        let effective = s.effective();
+        let name = &effective
+            .iter()
+            .find(|(k, _)| *k == "surveyclient_program_name")
+            .unwrap()
+            .1;
+        assert_eq!(name, "kopano\\nsurveyclient_interval = 0\\r\\u{2028}");
+        assert_eq!(
+            escape_controls(r"C:\path\tab"),
+            r"C:\path\tab",
+            "backslashes are left alone"
+        );
+    }
+
+    #[test]
     fn later_key_wins_for_settings() {
         let s = settings("surveyclient_interval = 60\nsurveyclient_interval = 120\n");
         assert_eq!(s.interval, Duration::from_secs(120));
@@ -1190,6 +1295,16 @@ mod tests {
         let loaded = from_text("SurveyClient_SSL_Verify = no\n").unwrap();
         assert!(
             loaded.warnings[0].ends_with("did you mean surveyclient_ssl_verify?"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_with_control_characters_is_shown_escaped() {
+        let loaded = from_text("surveyclient_x\u{1b}[2J = 1\n").unwrap();
+        assert!(
+            loaded.warnings[0].starts_with("unknown key surveyclient_x\\u{1b}[2J at"),
             "{:?}",
             loaded.warnings
         );
