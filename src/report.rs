@@ -185,7 +185,9 @@ pub fn record_time(state_dir: &Path, file: &str, when: SystemTime) -> std::io::R
 }
 
 fn read_time(state_dir: &Path, file: &str) -> Option<SystemTime> {
-    let text = std::fs::read_to_string(state_dir.join(file)).ok()?;
+    // The service's user can write the state dir: a link, FIFO or device
+    // planted there is refused, not followed, opened or waited on.
+    let text = safe_fs::read_regular_text(&state_dir.join(file), 64).ok()?;
     let secs: u64 = text.trim().parse().ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
@@ -211,6 +213,18 @@ mod tests {
         let when = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         record_time(dir.path(), LAST_SUCCESS_FILE, when).unwrap();
         assert_eq!(last_success(dir.path()), Some(when));
+        assert_eq!(last_attempt(dir.path()), None);
+    }
+
+    #[test]
+    fn a_fifo_or_link_as_a_time_file_reads_as_never_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "1800000000\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(LAST_SUCCESS_FILE)).unwrap();
+        let fifo = dir.path().join(LAST_ATTEMPT_FILE);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(last_success(dir.path()), None);
         assert_eq!(last_attempt(dir.path()), None);
     }
 }

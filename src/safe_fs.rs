@@ -11,7 +11,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a file could not be read safely. Displays with the path.
@@ -90,11 +90,26 @@ pub fn describe_type(file_type: std::fs::FileType) -> &'static str {
 
 /// Opens `path` for reading without following a link in its last
 /// component and without blocking, and checks it is a regular file.
+///
+/// The type is checked with `lstat` before the open as well as with `fstat`
+/// after it: opening a device can have effects of its own (`/dev/watchdog`
+/// arms the hardware watchdog, a tape device rewinds), so a device is
+/// refused without being opened. The two must name the same inode, so a
+/// file swapped in between is refused too.
 pub fn open_regular(path: &Path) -> Result<File, ReadError> {
     let error = |kind| ReadError {
         path: path.to_path_buf(),
         kind,
     };
+    let before = std::fs::symlink_metadata(path).map_err(|err| error(ReadErrorKind::Io(err)))?;
+    if before.file_type().is_symlink() {
+        return Err(error(ReadErrorKind::Symlink));
+    }
+    if !before.file_type().is_file() {
+        return Err(error(ReadErrorKind::NotRegular(describe_type(
+            before.file_type(),
+        ))));
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_NOCTTY)
@@ -112,6 +127,11 @@ pub fn open_regular(path: &Path) -> Result<File, ReadError> {
     if !meta.file_type().is_file() {
         return Err(error(ReadErrorKind::NotRegular(describe_type(
             meta.file_type(),
+        ))));
+    }
+    if (meta.dev(), meta.ino()) != (before.dev(), before.ino()) {
+        return Err(error(ReadErrorKind::Io(io::Error::other(
+            "was replaced while being opened",
         ))));
     }
     Ok(file)
