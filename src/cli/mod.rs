@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit;
+use self::audit::{audit_command, no_audit_log_yet};
+
+mod audit;
+
 use crate::exit;
 use crate::report;
 use crate::settings::Settings;
@@ -226,87 +229,5 @@ fn send(settings: Settings) -> u8 {
             eprintln!("surveyd: {err}; nothing was sent");
             exit::CANTCREAT
         }
-    }
-}
-
-/// A fresh installation has no audit log: that is not an error, unless the
-/// state dir says reports were attempted, in which case the log was removed.
-fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>) -> Option<u8> {
-    let log = &settings.audit_log;
-    let rotated = log.with_file_name(format!(
-        "{}.1",
-        log.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    if log.exists() || rotated.exists() {
-        return None;
-    }
-    if let Some(attempt) = report::last_attempt(&settings.state_dir) {
-        eprintln!(
-            "surveyd: audit log {} is missing, but {} records a report attempted at {}",
-            log.display(),
-            settings.state_dir.display(),
-            humantime::format_rfc3339_seconds(attempt)
-        );
-        return Some(exit::DATAERR);
-    }
-    match action {
-        Some(AuditAction::Show { seq }) => {
-            eprintln!("surveyd: no report with sequence number {seq}: no report was sent yet");
-            Some(exit::DATAERR)
-        }
-        _ => {
-            eprintln!(
-                "surveyd: no report was sent yet (no audit log at {})",
-                log.display()
-            );
-            Some(exit::OK)
-        }
-    }
-}
-
-fn audit_command(path: &Path, json: bool, action: Option<&AuditAction>) -> u8 {
-    match action {
-        None => match audit::list(path) {
-            Ok(rows) => {
-                if json {
-                    print!("{}", audit::format_json_lines(&rows));
-                } else {
-                    print!("{}", audit::format_table(&rows));
-                }
-                exit::OK
-            }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
-        },
-        Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
-            Ok(Some(entry)) => {
-                let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
-                println!("{body}");
-                exit::OK
-            }
-            Ok(None) => {
-                eprintln!(
-                    "surveyd: no report with sequence number {seq} in {}",
-                    path.display()
-                );
-                exit::DATAERR
-            }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
-        },
-        Some(AuditAction::Verify) => match audit::verify(path) {
-            Ok(report) => {
-                println!("{report}");
-                exit::OK
-            }
-            Err(failure) => {
-                eprintln!("surveyd: audit log verification FAILED: {failure}");
-                exit::DATAERR
-            }
-        },
     }
 }
