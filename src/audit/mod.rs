@@ -23,6 +23,12 @@
 //! - `recovered`, written when opening found a torn end (a crash or a full
 //!   disk cut a write short) and set it aside:
 //!   `{"seq":N,"time":T,"event":"recovered","torn_bytes":N,"saved_to":PATH,"prev":HEX}`.
+//!   Only bytes after the last `\n` are ever torn. A complete line that
+//!   does not verify is damage: the writer refuses to append (so nothing is
+//!   sent) until the admin runs `surveyd audit new-chain`.
+//! - `new-chain`, the first line of a chain the admin started on purpose
+//!   (`prev` is 64 zeros again):
+//!   `{"seq":1,"time":T,"event":"new-chain","set_aside":[NAME,...],"old_last_seq":N|null,"old_last_hash":HEX|null,"prev":HEX}`.
 //!
 //! No marker line is written at rotation: the first line of a new file
 //! simply carries on `seq` and `prev` from the last line of the old one.
@@ -40,10 +46,28 @@
 //!   a crash. With `keep = 0` no rotated file survives and `verify` can only
 //!   check from the first line still present.
 //! - `audit.log.torn-<unix time>`: bytes set aside by torn-line recovery.
+//! - `audit.log.old-chain-<unix time>` (and `.N` after it for rotated
+//!   files): a chain set aside by `surveyd audit new-chain`.
 //! - `audit.log.lock`: held with `flock` by the one process that writes
 //!   (it contains that process's pid). It is a separate file because
-//!   rotation replaces `audit.log` itself.
+//!   rotation replaces `audit.log` itself. The writer also holds `flock` on
+//!   the directory, which cannot be unlinked or swapped under it, so a
+//!   removed lock file does not let a second writer in.
+//!
+//! Every file is opened relative to the directory with `O_NOFOLLOW` and
+//! must be a regular file (see `dir.rs`); every line read is capped at
+//! [`MAX_LINE`] bytes.
+//!
+//! # The chain's ends, in the state dir
+//!
+//! `audit-chain-ends` records the oldest line still on disk and the last
+//! line written (seq and hash each), rewritten atomically after every
+//! write, rotation and prune. `verify` and the writer compare the log with
+//! it, so cutting lines off the head or the tail is detected.
 
+mod dir;
+mod ends;
+mod lock;
 mod reader;
 mod recovery;
 #[cfg(test)]
@@ -51,11 +75,13 @@ mod tests;
 mod verify;
 mod writer;
 
+pub use dir::LogDir;
+pub use ends::CHAIN_ENDS_FILE;
 pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
-pub use writer::{AuditLog, Recovery};
+pub use writer::{AuditLog, AuditOptions, NewChain, Recovery, RootWrite};
 
-use std::fs::{self, File};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -69,14 +95,15 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 /// How long `AuditLog::open` waits for another writer to let go of the log.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// How much of a file's end is read first when looking for its last line;
-/// doubled until a valid line turns up, so a normal open reads one block.
-pub(super) const TAIL_WINDOW: u64 = 64 * 1024;
+/// The longest line read back or written: a payload is a few KiB, so a
+/// longer line was planted or damaged, and reading it whole could exhaust
+/// memory.
+pub const MAX_LINE: usize = 1024 * 1024;
 
 /// What went wrong with the audit log, where, and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("cannot create the audit log directory {path}: {source}; create it (mode 0750, writable by surveyd) or point surveyclient_audit_log elsewhere")]
+    #[error("cannot create or open the audit log directory {path}: {source}; create it (mode 0750, writable by surveyd) or point surveyclient_audit_log elsewhere")]
     CreateDir { path: PathBuf, source: io::Error },
 
     #[error("cannot open audit log {path}: {source}; check that it is a file surveyd may read and write, or point surveyclient_audit_log elsewhere")]
@@ -95,10 +122,12 @@ pub enum AuditError {
     #[error("cannot read audit log {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
 
-    #[error("cannot write to audit log {path}: {source}; nothing was sent; free disk space or fix permissions")]
+    #[error("cannot write to audit log {path}: {source}; free disk space, raise the file size limit or fix permissions")]
     Write { path: PathBuf, source: io::Error },
 
-    #[error("cannot rotate audit log {path}: {source}; nothing was sent; check the directory is writable and has space")]
+    #[error(
+        "cannot rotate audit log {path}: {source}; check the directory is writable and has space"
+    )]
     Rotate { path: PathBuf, source: io::Error },
 
     #[error("cannot set aside the torn end of audit log {path}: {source}; free disk space or move the log away by hand")]
@@ -111,6 +140,15 @@ pub enum AuditError {
         reason: Problem,
     },
 
+    #[error("audit log is damaged: {what}; surveyd writes (and sends) nothing until an admin acts: keep a copy for investigation, then run `surveyd audit new-chain` to set the damaged files aside and start a new chain")]
+    Damaged { what: String },
+
+    #[error("audit log {path} was removed or replaced while surveyd held it open; nothing is written into the old file; restore it, or run `surveyd audit new-chain` to start a new chain")]
+    Replaced { path: PathBuf },
+
+    #[error("refusing to write as root into {path}: {why}")]
+    UnsafeDir { path: PathBuf, why: String },
+
     #[error("rotated audit log {path} has no readable entry to continue the chain from while {current} is empty; move {path} aside and start again")]
     NoChainToContinue { path: PathBuf, current: PathBuf },
 
@@ -121,14 +159,25 @@ pub enum AuditError {
     BadBody { reason: String },
 }
 
+impl AuditError {
+    /// The log's contents or identity are wrong, not just unwritable: the
+    /// writer must let go of it so that the admin can start a new chain.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            AuditError::Damaged { .. } | AuditError::Replaced { .. }
+        )
+    }
+}
+
 pub(super) fn holder_text(holder: Option<u32>) -> String {
     holder
         .map(|pid| format!(" (pid {pid})"))
         .unwrap_or_default()
 }
 
-/// A position in the hash chain: the last line's seq and hash.
-#[derive(Debug, Clone)]
+/// A position in the hash chain: a line's seq and the hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChainPoint {
     pub(super) seq: u64,
     pub(super) hash: String,
@@ -143,10 +192,7 @@ impl ChainPoint {
     }
 }
 
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
+/// The directory part of `path` (`.` for a bare file name).
 pub(super) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
@@ -154,29 +200,34 @@ pub(super) fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// `path` with `suffix` appended to its file name.
-pub(super) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
+/// The file name part of `path`, or an error naming it.
+pub(super) fn file_name(path: &Path) -> Result<OsString, AuditError> {
+    path.file_name()
+        .map(OsStr::to_owned)
+        .ok_or_else(|| AuditError::Open {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "names no file"),
+        })
+}
+
+/// `name` with `suffix` appended.
+pub(super) fn sibling(name: &OsStr, suffix: &str) -> OsString {
+    let mut name = name.to_owned();
     name.push(suffix);
-    PathBuf::from(name)
+    name
 }
 
-pub(super) fn rotated_path(path: &Path, index: u64) -> PathBuf {
-    sibling(path, &format!(".{index}"))
+pub(super) fn rotated_name(name: &OsStr, index: u64) -> OsString {
+    sibling(name, &format!(".{index}"))
 }
 
-/// Rotated files next to `path` (`audit.log.<number>`) as (number, path),
-/// oldest (highest number) first.
-pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let Some(name) = path.file_name() else {
-        return Ok(Vec::new());
-    };
+/// Rotated files of the log `name` in `dir` (`audit.log.<number>`) as
+/// (number, name), oldest (highest number) first.
+pub(super) fn rotated_files(dir: &LogDir, name: &OsStr) -> io::Result<Vec<(u64, OsString)>> {
     let mut prefix = name.as_bytes().to_vec();
     prefix.push(b'.');
     let mut files = Vec::new();
-    for dir_entry in fs::read_dir(parent_dir(path))? {
-        let dir_entry = dir_entry?;
-        let file_name = dir_entry.file_name();
+    for file_name in dir.names()? {
         let Some(number) = file_name.as_bytes().strip_prefix(prefix.as_slice()) else {
             continue;
         };
@@ -186,42 +237,55 @@ pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let Ok(index) = std::str::from_utf8(number).unwrap_or("").parse::<u64>() else {
             continue;
         };
-        files.push((index, rotated_path(path, index)));
+        files.push((index, rotated_name(name, index)));
     }
     files.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
     Ok(files)
 }
 
 /// All files of the log in chain order: rotated ones oldest first, then
-/// the current one.
-pub(super) fn log_files(path: &Path) -> Result<Vec<PathBuf>, AuditError> {
-    let read_err = |source| AuditError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = rotated_files(path)
-        .map_err(read_err)?
+/// the current one (if present).
+pub(super) fn log_files(dir: &LogDir, name: &OsStr) -> io::Result<Vec<OsString>> {
+    let mut files: Vec<OsString> = rotated_files(dir, name)?
         .into_iter()
-        .map(|(_, path)| path)
+        .map(|(_, name)| name)
         .collect();
-    match fs::metadata(path) {
-        Ok(_) => files.push(path.to_owned()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !files.is_empty() => {}
-        Err(e) => return Err(read_err(e)),
+    if dir.exists(name)? {
+        files.push(name.to_owned());
     }
     Ok(files)
 }
 
-/// Splits file contents into complete lines (without `\n`) and whatever
-/// follows the last `\n` (empty unless the file ends in a torn line).
-pub(super) fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, &[u8]) {
-    match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(last) => (
-            bytes[..last].split(|&b| b == b'\n').collect(),
-            &bytes[last + 1..],
-        ),
-        None => (Vec::new(), bytes),
-    }
+/// Opens the directory of the log at `path` for reading, naming the log in
+/// errors.
+pub(super) fn open_for_reading(path: &Path) -> Result<(LogDir, OsString), AuditError> {
+    let name = file_name(path)?;
+    let dir = LogDir::open(&parent_dir(path)).map_err(|source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((dir, name))
+}
+
+/// Whether the log at `path` has any file yet (current or rotated).
+pub fn exists(path: &Path) -> Result<bool, AuditError> {
+    let name = file_name(path)?;
+    let dir = match LogDir::open(&parent_dir(path)) {
+        Ok(dir) => dir,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(AuditError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    log_files(&dir, &name)
+        .map(|files| !files.is_empty())
+        .map_err(|source| AuditError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {

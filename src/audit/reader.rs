@@ -2,7 +2,8 @@
 //! and the sends paired with their results for `surveyd audit`.
 
 use std::collections::HashMap;
-use std::fs;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -44,25 +45,73 @@ pub struct Entry {
 
 /// Reads every entry, rotated files oldest first, then the current file.
 /// A torn last line (still being written, or left by a crash) is skipped;
-/// any other unreadable line is an error.
+/// any other unreadable line is an error. Opens nothing through a link,
+/// writes nothing, and reads no line longer than [`MAX_LINE`].
 pub fn read_entries(path: &Path) -> Result<Vec<Entry>, AuditError> {
+    let (dir, name) = open_for_reading(path)?;
+    let files = log_files(&dir, &name).map_err(|source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut entries = Vec::new();
-    for file in log_files(path)? {
-        let bytes = fs::read(&file).map_err(|source| AuditError::Read {
-            path: file.clone(),
-            source,
-        })?;
-        let (lines, _torn) = split_lines(&bytes);
-        for (index, line) in lines.into_iter().enumerate() {
+    for file_name in files {
+        let file_path = dir.join(&file_name);
+        let Some(file) = dir
+            .open_existing(&file_name)
+            .map_err(|source| AuditError::Read {
+                path: file_path.clone(),
+                source,
+            })?
+        else {
+            continue;
+        };
+        for_each_line(&file, &file_path, |number, line| {
             let entry = parse_line(line).map_err(|reason| AuditError::BadLine {
-                path: file.clone(),
-                line: index + 1,
+                path: file_path.clone(),
+                line: number,
                 reason,
             })?;
             entries.push(entry);
-        }
+            Ok(())
+        })?;
     }
     Ok(entries)
+}
+
+/// Calls `each` with the number (1-based) and bytes (without `\n`) of
+/// every complete line of `file`, read from its current offset. Bytes
+/// after the last `\n` are not a line. A line longer than [`MAX_LINE`] is
+/// an error naming it, and is not read into memory.
+pub(super) fn for_each_line(
+    file: &File,
+    path: &Path,
+    mut each: impl FnMut(usize, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        number += 1;
+        match buf.split_last() {
+            Some((b'\n', line)) => each(number, line)?,
+            Some(_) if buf.len() > MAX_LINE => {
+                return Err(AuditError::BadLine {
+                    path: path.to_owned(),
+                    line: number,
+                    reason: Problem::TooLong,
+                })
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 pub(super) fn parse_line(line: &[u8]) -> Result<Entry, Problem> {

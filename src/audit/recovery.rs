@@ -1,110 +1,103 @@
-//! Torn-line recovery: finding where the last good line of a file ends,
-//! and setting aside what follows it before the writer cuts it off.
+//! What the writer checks when it opens the log: the current file verifies
+//! line by line, and only a torn tail (bytes after the last `\n`, from a
+//! crash or a full disk) is set aside before being cut off. A complete line
+//! that does not verify is damage, never cut away.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::reader::Entry;
+use super::dir::{Access, Create};
+use super::verify::{check_file, FileCheck, VerifyFailure};
 use super::*;
 
-/// Where the last valid line of a file ends and the chain point it gives.
-pub(super) struct Tail {
-    pub(super) good_end: u64,
-    pub(super) last: Option<ChainPoint>,
+/// Verifies the current file for the writer; damage becomes
+/// [`AuditError::Damaged`].
+pub(super) fn check_current(file: &File, path: &Path) -> Result<FileCheck, AuditError> {
+    check_file(file, path, None).map_err(as_damage)
 }
 
-/// Finds the last valid entry line of the file, reading from the end.
-/// Everything after it is torn: a line without its `\n`, or lines that are
-/// not entries (a crash can leave garbage or zeros at the end).
-pub(super) fn scan_tail(file: &File, len: u64) -> io::Result<Tail> {
-    let mut window = TAIL_WINDOW;
-    loop {
-        let start = len.saturating_sub(window);
-        let mut buf = vec![0; (len - start) as usize];
-        file.read_exact_at(&mut buf, start)?;
-        match last_valid_line(&buf, start == 0) {
-            Some((line_start, line_end, seq)) => {
-                return Ok(Tail {
-                    good_end: start + line_end as u64 + 1,
-                    last: Some(ChainPoint {
-                        seq,
-                        hash: sha256_hex(&buf[line_start..line_end]),
-                    }),
-                })
-            }
-            None if start == 0 => {
-                return Ok(Tail {
-                    good_end: 0,
-                    last: None,
-                })
-            }
-            None => window = window.saturating_mul(2),
-        }
-    }
-}
-
-/// The byte range (without `\n`) and seq of the last complete line in
-/// `buf` that is a valid entry. A line is only judged when its start is
-/// known: after a `\n`, or at the beginning when `buf` starts the file.
-pub(super) fn last_valid_line(buf: &[u8], starts_file: bool) -> Option<(usize, usize, u64)> {
-    let mut end = buf.iter().rposition(|&b| b == b'\n')?;
-    loop {
-        let start = match buf[..end].iter().rposition(|&b| b == b'\n') {
-            Some(newline) => newline + 1,
-            None if starts_file => 0,
-            None => return None,
-        };
-        if let Ok(entry) = serde_json::from_slice::<Entry>(&buf[start..end]) {
-            return Some((start, end, entry.seq));
-        }
-        if start == 0 {
-            return None;
-        }
-        end = start - 1;
-    }
-}
-
-/// When the current file is empty the chain continues from the newest
-/// rotated file, so a rotation or recovery never restarts it.
-pub(super) fn chain_from_rotated(path: &Path) -> Result<ChainPoint, AuditError> {
-    let newest = rotated_path(path, 1);
-    let file = match File::open(&newest) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ChainPoint::genesis()),
+/// The chain point to continue from when the current file is empty: the
+/// newest rotated file's last line, so a rotation or recovery never
+/// restarts the chain.
+pub(super) fn chain_from_rotated(dir: &LogDir, name: &OsStr) -> Result<ChainPoint, AuditError> {
+    let newest = rotated_name(name, 1);
+    let newest_path = dir.join(&newest);
+    let file = match dir.open_existing(&newest) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(ChainPoint::genesis()),
         Err(source) => {
             return Err(AuditError::Read {
-                path: newest,
+                path: newest_path,
                 source,
             })
         }
     };
-    let tail = file
-        .metadata()
-        .and_then(|meta| scan_tail(&file, meta.len()))
-        .map_err(|source| AuditError::Read {
-            path: newest.clone(),
-            source,
-        })?;
-    tail.last.ok_or_else(|| AuditError::NoChainToContinue {
-        path: newest,
-        current: path.to_owned(),
+    let check = check_file(&file, &newest_path, None).map_err(as_damage)?;
+    check.last.ok_or_else(|| AuditError::NoChainToContinue {
+        path: newest_path,
+        current: dir.join(name),
     })
+}
+
+/// The first line of the oldest file of the log, for the chain's ends.
+pub(super) fn oldest_line(dir: &LogDir, name: &OsStr) -> Result<Option<ChainPoint>, AuditError> {
+    let read_err = |file: &OsStr, source| AuditError::Read {
+        path: dir.join(file),
+        source,
+    };
+    for file_name in log_files(dir, name).map_err(|source| read_err(name, source))? {
+        if let Some(first) =
+            first_line(dir, &file_name).map_err(|source| read_err(&file_name, source))?
+        {
+            return Ok(Some(first));
+        }
+    }
+    Ok(None)
+}
+
+/// The first complete line of `name` as a chain point (seq 0 if it does not
+/// parse), reading no more than one capped line.
+pub(super) fn first_line(dir: &LogDir, name: &OsStr) -> io::Result<Option<ChainPoint>> {
+    let Some(file) = dir.open_existing(name)? else {
+        return Ok(None);
+    };
+    let mut line = Vec::new();
+    BufReader::new(&file)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    Ok(match line.split_last() {
+        Some((b'\n', line)) => Some(ChainPoint {
+            seq: super::reader::parse_line(line).map_or(0, |entry| entry.seq),
+            hash: sha256_hex(line),
+        }),
+        _ => None,
+    })
+}
+
+/// A verification failure as the writer reports it.
+pub(super) fn as_damage(failure: VerifyFailure) -> AuditError {
+    match failure {
+        VerifyFailure::Unreadable(err) => err,
+        other => AuditError::Damaged {
+            what: other.to_string(),
+        },
+    }
 }
 
 /// Copies bytes `from..to` of the log into a new `audit.log.torn-<time>`
 /// file and makes it durable, before the log is cut.
 pub(super) fn set_aside(
-    path: &Path,
-    dir: &Path,
+    dir: &LogDir,
+    name: &OsStr,
     file: &File,
     from: u64,
     to: u64,
-) -> Result<PathBuf, AuditError> {
+) -> Result<OsString, AuditError> {
     let recover_err = |source| AuditError::Recover {
-        path: path.to_owned(),
+        path: dir.join(name),
         source,
     };
     let now = SystemTime::now()
@@ -116,13 +109,8 @@ pub(super) fn set_aside(
             0 => format!(".torn-{now}"),
             n => format!(".torn-{now}-{n}"),
         };
-        let candidate = sibling(path, &suffix);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&candidate)
-        {
+        let candidate = sibling(name, &suffix);
+        match dir.open_file(&candidate, Access::ReadWrite, Create::New) {
             Ok(out) => break (candidate, out),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 1000 => attempt += 1,
             Err(source) => return Err(recover_err(source)),
@@ -133,7 +121,7 @@ pub(super) fn set_aside(
         .seek(SeekFrom::Start(from))
         .and_then(|_| io::copy(&mut reader.take(to - from), &mut out))
         .and_then(|_| out.sync_all())
-        .and_then(|()| sync_dir(dir))
+        .and_then(|()| dir.sync())
         .map_err(recover_err)?;
     Ok(saved_to)
 }

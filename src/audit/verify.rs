@@ -1,10 +1,13 @@
 //! `surveyd audit verify`: checking the whole chain and naming the first
 //! line that breaks it.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::ends::ChainEnds;
 use super::reader::{parse_line, Entry};
 use super::*;
 
@@ -17,6 +20,7 @@ pub enum Problem {
     SeqGap { previous: u64, found: u64 },
     PrevMismatch,
     BodyMismatch,
+    TooLong,
 }
 
 impl fmt::Display for Problem {
@@ -30,6 +34,10 @@ impl fmt::Display for Problem {
             Problem::SeqGap { previous, found } => write!(f, "seq {found} follows {previous}"),
             Problem::PrevMismatch => f.write_str("prev does not match the hash of the line before"),
             Problem::BodyMismatch => f.write_str("body does not match body_sha256"),
+            Problem::TooLong => write!(
+                f,
+                "line is longer than {MAX_LINE} bytes, which surveyd never writes (planted or damaged); not read further"
+            ),
         }
     }
 }
@@ -45,6 +53,9 @@ pub enum VerifyFailure {
         seq: Option<u64>,
         reason: Problem,
     },
+    /// The chain is intact but shorter than the state dir says it was.
+    #[error("{0}")]
+    Truncated(String),
     #[error(transparent)]
     Unreadable(#[from] AuditError),
 }
@@ -56,10 +67,12 @@ pub struct VerifyReport {
     pub files: usize,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// True when the oldest line present is the first line ever written
+    /// True when the oldest line present is the first line of its chain
     /// (prev is all zeros). False when older lines were rotated away: the
     /// chain is then checked from the oldest line present.
     pub starts_at_genesis: bool,
+    /// Whether the ends recorded in the state dir were compared.
+    pub ends_checked: bool,
 }
 
 impl fmt::Display for VerifyReport {
@@ -73,76 +86,176 @@ impl fmt::Display for VerifyReport {
             self.lines, self.files
         )?;
         if self.starts_at_genesis {
-            f.write_str("the chain starts at the first line ever written")
+            f.write_str("the chain starts at its first line")?;
         } else {
             write!(
                 f,
                 "older lines were rotated away, so the chain is checked from seq {first} on"
-            )
+            )?;
         }
+        if self.ends_checked {
+            f.write_str("; both ends match the state dir's record")?;
+        }
+        Ok(())
     }
+}
+
+/// One file's lines, checked as a piece of the chain.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FileCheck {
+    pub(super) lines: u64,
+    /// The first line's own point and its `prev`.
+    pub(super) first: Option<(ChainPoint, String)>,
+    pub(super) last: Option<ChainPoint>,
+    /// Bytes of the last complete line, with its `\n`.
+    pub(super) last_line_len: u64,
+    /// Where the last complete line ends.
+    pub(super) good_end: u64,
+    /// Bytes after the last `\n`.
+    pub(super) torn_len: u64,
+}
+
+/// Reads `file` from its start, one line at a time (each capped at
+/// [`MAX_LINE`]), checking that each complete line is an entry, that seq
+/// grows by one and prev is the hash of the line before (continuing from
+/// `before`, the last line of the previous file), and that each send's body
+/// hashes right. `path` names the file in errors.
+pub(super) fn check_file(
+    file: &File,
+    path: &Path,
+    before: Option<&ChainPoint>,
+) -> Result<FileCheck, VerifyFailure> {
+    let read_err = |source| {
+        VerifyFailure::Unreadable(AuditError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut check = FileCheck::default();
+    let mut last = before.cloned();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(read_err)?;
+        if read == 0 {
+            break;
+        }
+        let number = check.lines as usize + 1;
+        let bad = |seq: Option<u64>, reason: Problem| VerifyFailure::BadLine {
+            path: path.to_owned(),
+            line: number,
+            seq,
+            reason,
+        };
+        if buf.last() != Some(&b'\n') {
+            if buf.len() > MAX_LINE {
+                return Err(bad(None, Problem::TooLong));
+            }
+            check.torn_len = buf.len() as u64;
+            break;
+        }
+        let line = &buf[..buf.len() - 1];
+        let entry = parse_line(line).map_err(|reason| bad(None, reason))?;
+        let seq = Some(entry.seq);
+        let hash = sha256_hex(line);
+        if let Some(previous) = &last {
+            if previous.seq.checked_add(1) != Some(entry.seq) {
+                return Err(bad(
+                    seq,
+                    Problem::SeqGap {
+                        previous: previous.seq,
+                        found: entry.seq,
+                    },
+                ));
+            }
+            if entry.prev != previous.hash {
+                return Err(bad(seq, Problem::PrevMismatch));
+            }
+        }
+        check_event(&entry).map_err(|reason| bad(seq, reason))?;
+        let point = ChainPoint {
+            seq: entry.seq,
+            hash,
+        };
+        if check.first.is_none() {
+            check.first = Some((point.clone(), entry.prev.clone()));
+        }
+        last = Some(point.clone());
+        check.last = Some(point);
+        check.lines += 1;
+        check.last_line_len = read as u64;
+        check.good_end += read as u64;
+    }
+    Ok(check)
 }
 
 /// Checks every file of the log in order: each line is an entry, seq grows
 /// by one, prev is the hash of the line before (across files), and each
-/// send's body hashes to its body_sha256. Names the first bad line.
-pub fn verify(path: &Path) -> Result<VerifyReport, VerifyFailure> {
-    let files = log_files(path)?;
+/// send's body hashes to its body_sha256. Then, if `ends_file` (in the
+/// state dir) records this log's ends, the oldest and newest lines must
+/// match them. Names the first bad line. Opens nothing through a link and
+/// writes nothing.
+pub fn verify(path: &Path, ends_file: Option<&Path>) -> Result<VerifyReport, VerifyFailure> {
+    let (dir, name) = open_for_reading(path)?;
+    let read_err = |file: &OsStr, source| AuditError::Read {
+        path: dir.join(file),
+        source,
+    };
+    let files = log_files(&dir, &name).map_err(|source| read_err(&name, source))?;
     let mut report = VerifyReport {
         lines: 0,
         files: files.len(),
         first_seq: None,
         last_seq: None,
         starts_at_genesis: false,
+        ends_checked: false,
     };
+    let mut oldest: Option<ChainPoint> = None;
     let mut last: Option<ChainPoint> = None;
-    for file in &files {
-        let bytes = fs::read(file).map_err(|source| AuditError::Read {
-            path: file.clone(),
+    for file_name in &files {
+        let file_path = dir.join(file_name);
+        let Some(file) = dir
+            .open_existing(file_name)
+            .map_err(|source| read_err(file_name, source))?
+        else {
+            continue;
+        };
+        let check = check_file(&file, &file_path, last.as_ref())?;
+        if let (None, Some((first, prev))) = (&oldest, &check.first) {
+            report.first_seq = Some(first.seq);
+            report.starts_at_genesis = prev == GENESIS_PREV;
+            oldest = Some(first.clone());
+        }
+        if check.torn_len > 0 {
+            return Err(VerifyFailure::BadLine {
+                path: file_path,
+                line: check.lines as usize + 1,
+                seq: None,
+                reason: Problem::Torn,
+            });
+        }
+        report.lines += check.lines;
+        if check.last.is_some() {
+            last = check.last;
+        }
+    }
+    report.last_seq = last.as_ref().map(|point| point.seq);
+    if let Some(ends_file) = ends_file {
+        let ends = ChainEnds::read(ends_file, path).map_err(|source| AuditError::Read {
+            path: ends_file.to_owned(),
             source,
         })?;
-        let (lines, torn) = split_lines(&bytes);
-        let bad = |line: usize, seq: Option<u64>, reason: Problem| VerifyFailure::BadLine {
-            path: file.clone(),
-            line,
-            seq,
-            reason,
-        };
-        for (index, line) in lines.iter().enumerate() {
-            let number = index + 1;
-            let entry = parse_line(line).map_err(|reason| bad(number, None, reason))?;
-            let seq = Some(entry.seq);
-            match &last {
-                Some(previous) => {
-                    if previous.seq.checked_add(1) != Some(entry.seq) {
-                        return Err(bad(
-                            number,
-                            seq,
-                            Problem::SeqGap {
-                                previous: previous.seq,
-                                found: entry.seq,
-                            },
-                        ));
-                    }
-                    if entry.prev != previous.hash {
-                        return Err(bad(number, seq, Problem::PrevMismatch));
-                    }
-                }
-                None => {
-                    report.first_seq = seq;
-                    report.starts_at_genesis = entry.prev == GENESIS_PREV;
-                }
+        if let Some(ends) = ends {
+            if let Some(what) = ends.contradiction(ends_file, oldest.as_ref(), last.as_ref()) {
+                return Err(VerifyFailure::Truncated(what));
             }
-            check_event(&entry).map_err(|reason| bad(number, seq, reason))?;
-            last = Some(ChainPoint {
-                seq: entry.seq,
-                hash: sha256_hex(line),
-            });
-            report.lines += 1;
-            report.last_seq = seq;
-        }
-        if !torn.is_empty() {
-            return Err(bad(lines.len() + 1, None, Problem::Torn));
+            report.ends_checked = true;
         }
     }
     Ok(report)

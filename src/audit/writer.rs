@@ -1,25 +1,31 @@
 //! Appending to the log: one fsynced line at a time, under the writer's
-//! lock, rotating and pruning the files as they fill.
+//! lock, rotating and pruning the files as they fill. Before each line the
+//! writer checks that the log is still the file it wrote and ends where it
+//! left it; otherwise it refuses (damage is for the admin to see, never
+//! healed over).
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tracing::warn;
 
-use super::recovery::{chain_from_rotated, scan_tail, set_aside};
+use super::dir::{still_at, Access, Create};
+use super::ends::ChainEnds;
+use super::lock::{self, WriterLock};
+use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
 
 /// What torn-line recovery did when the log was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// How many bytes at the end of the log were not a valid line.
+    /// How many bytes after the log's last newline were set aside.
     pub torn_bytes: u64,
     /// Where those bytes were saved.
     pub saved_to: PathBuf,
@@ -27,25 +33,110 @@ pub struct Recovery {
     pub seq: u64,
 }
 
+/// What `surveyd audit new-chain` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChain {
+    /// The old chain's files, under their new names.
+    pub set_aside: Vec<PathBuf>,
+    /// The old chain's last complete line: its seq (if it parsed) and hash.
+    pub old_last_seq: Option<u64>,
+    pub old_last_hash: Option<String>,
+    /// The `new-chain` event that starts the new chain.
+    pub seq: u64,
+}
+
+/// Whether root may write into a log directory, and as whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootWrite {
+    /// Not root, or a directory only root can write.
+    Allowed,
+    /// A directory owned by another user (the service's, under
+    /// DynamicUser): write there only as that user.
+    AsOwner { uid: u32, gid: u32 },
+}
+
+impl LogDir {
+    /// Creates (mode 0750, if missing) and opens the directory of the log
+    /// at `path`.
+    pub fn for_log(path: &Path) -> Result<LogDir, AuditError> {
+        let dir = parent_dir(path);
+        LogDir::create_and_open(&dir).map_err(|source| AuditError::CreateDir { path: dir, source })
+    }
+
+    /// Root must not write into a directory another user can write: a link
+    /// or file planted there under one of the log's names would turn
+    /// root's write into theirs. Decided on the open directory itself.
+    pub fn root_write(&self) -> Result<RootWrite, AuditError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(RootWrite::Allowed);
+        }
+        let meta = self.metadata().map_err(|source| AuditError::CreateDir {
+            path: self.path().to_owned(),
+            source,
+        })?;
+        let unsafe_dir = |why: String| AuditError::UnsafeDir {
+            path: self.path().to_owned(),
+            why,
+        };
+        let mode = meta.mode() & 0o7777;
+        let fix = "make it writable by its owner alone";
+        if mode & 0o002 != 0 {
+            return Err(unsafe_dir(format!(
+                "every user can write it (mode {mode:04o}); {fix}"
+            )));
+        }
+        if meta.uid() != 0 {
+            return Ok(RootWrite::AsOwner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+        if mode & 0o020 != 0 && meta.gid() != 0 {
+            return Err(unsafe_dir(format!(
+                "group {} can write it (mode {mode:04o}); {fix}",
+                meta.gid()
+            )));
+        }
+        Ok(RootWrite::Allowed)
+    }
+}
+
+/// How the log is opened for writing.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub max_size: u64,
+    pub keep: u64,
+    /// The state-dir file that records the chain's ends, if any.
+    pub ends: Option<PathBuf>,
+    /// How long to wait for another writer to let go.
+    pub lock_wait: Duration,
+}
+
 /// The open audit log of one writer. Holding it holds the lock.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    dir: PathBuf,
+    dir: LogDir,
+    name: OsString,
     max_size: u64,
     keep: u64,
+    ends: Option<PathBuf>,
     /// `None` between a rotation moving the old file away and the new one
     /// being created; the next append creates it.
     file: Option<File>,
     /// Length of the current file up to its last good line.
     len: u64,
+    /// Bytes (with `\n`) of the current file's last line; 0 if it has none.
+    last_line_len: u64,
     last: ChainPoint,
+    /// The oldest line on disk, for the chain's ends.
+    first: Option<ChainPoint>,
     /// Rotated files beyond `keep` may exist; delete them after the next
     /// successful append, when the chain no longer depends on them.
     prune_pending: bool,
     /// A failed append could not be undone; undo it before the next one.
     repair_pending: bool,
-    _lock: Flock<File>,
+    lock: WriterLock,
 }
 
 #[derive(Serialize)]
@@ -81,6 +172,17 @@ pub(super) struct RecoveredLine<'a> {
     prev: &'a str,
 }
 
+#[derive(Serialize)]
+pub(super) struct NewChainLine<'a> {
+    seq: u64,
+    time: &'a str,
+    event: &'static str,
+    set_aside: &'a [String],
+    old_last_seq: Option<u64>,
+    old_last_hash: Option<&'a str>,
+    prev: &'a str,
+}
+
 impl AuditLog {
     /// Opens (creating if needed) the log at `path` for appending, waiting
     /// up to [`LOCK_WAIT`] for another writer. Returns what torn-line
@@ -99,54 +201,82 @@ impl AuditLog {
         keep: u64,
         lock_wait: Duration,
     ) -> Result<(AuditLog, Option<Recovery>), AuditError> {
-        let dir = parent_dir(path);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&dir)
-            .map_err(|source| AuditError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
-        let lock = acquire_lock(path, lock_wait)?;
-        let file = open_current(path, &dir)?;
+        let options = AuditOptions {
+            max_size,
+            keep,
+            ends: None,
+            lock_wait,
+        };
+        Self::open_in(LogDir::for_log(path)?, path, &options)
+    }
+
+    /// Opens the log at `path` in its already opened directory `dir`. The
+    /// current file must verify line by line and agree with the recorded
+    /// ends; a torn tail is set aside and recorded.
+    pub fn open_in(
+        dir: LogDir,
+        path: &Path,
+        options: &AuditOptions,
+    ) -> Result<(AuditLog, Option<Recovery>), AuditError> {
+        let name = file_name(path)?;
+        let lock = lock::acquire(&dir, path, &name, options.lock_wait)?;
+        let file = open_current(&dir, &name)?;
         let read_err = |source| AuditError::Read {
             path: path.to_owned(),
             source,
         };
         let len = file.metadata().map_err(read_err)?.len();
-        let tail = scan_tail(&file, len).map_err(read_err)?;
+        let check = check_current(&file, path)?;
 
-        let torn = if tail.good_end < len {
-            let saved_to = set_aside(path, &dir, &file, tail.good_end, len)?;
+        let torn = if check.good_end < len {
+            let saved_to = set_aside(&dir, &name, &file, check.good_end, len)?;
             // The torn bytes are safe elsewhere; only now cut them off.
-            file.set_len(tail.good_end)
+            file.set_len(check.good_end)
                 .and_then(|()| file.sync_all())
                 .map_err(|source| AuditError::Recover {
                     path: path.to_owned(),
                     source,
                 })?;
-            Some((len - tail.good_end, saved_to))
+            Some((len - check.good_end, dir.join(&saved_to)))
         } else {
             None
         };
 
-        let last = match tail.last {
+        let last = match check.last {
             Some(point) => point,
-            None => chain_from_rotated(path)?,
+            None => chain_from_rotated(&dir, &name)?,
         };
+        let first = oldest_line(&dir, &name)?;
+        if let Some(ends_file) = &options.ends {
+            let recorded = ChainEnds::read(ends_file, path).map_err(|source| AuditError::Read {
+                path: ends_file.clone(),
+                source,
+            })?;
+            let newest = (last.seq > 0).then_some(&last);
+            if let Some(what) = recorded
+                .as_ref()
+                .and_then(|ends| ends.contradiction(ends_file, first.as_ref(), newest))
+            {
+                return Err(AuditError::Damaged { what });
+            }
+        }
         let mut log = AuditLog {
             path: path.to_owned(),
             dir,
-            max_size,
-            keep,
+            name,
+            max_size: options.max_size,
+            keep: options.keep,
+            ends: options.ends.clone(),
             file: Some(file),
-            len: tail.good_end,
+            len: check.good_end,
+            last_line_len: check.last_line_len,
             last,
+            first,
             prune_pending: true,
             repair_pending: false,
-            _lock: lock,
+            lock,
         };
+        log.record_ends();
 
         let recovery = match torn {
             Some((torn_bytes, saved_to)) => {
@@ -162,6 +292,93 @@ impl AuditLog {
         Ok((log, recovery))
     }
 
+    /// Sets the old chain aside (every file renamed to
+    /// `NAME.old-chain-<time>[.N]`) and starts a new one whose first line
+    /// records that, for `surveyd audit new-chain`: the way out of a
+    /// damaged log that neither heals silently nor blocks forever.
+    pub fn start_new_chain(
+        dir: LogDir,
+        path: &Path,
+        options: &AuditOptions,
+    ) -> Result<(AuditLog, NewChain), AuditError> {
+        let name = file_name(path)?;
+        let lock = lock::acquire(&dir, path, &name, options.lock_wait)?;
+        let rotate_err = |source| AuditError::Rotate {
+            path: path.to_owned(),
+            source,
+        };
+        let files = log_files(&dir, &name).map_err(rotate_err)?;
+        let old_last = files
+            .iter()
+            .rev()
+            .find_map(|file| last_line(&dir, file).transpose())
+            .transpose()
+            .map_err(rotate_err)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut stamp = format!(".old-chain-{now}");
+        let mut attempt = 0;
+        while files
+            .iter()
+            .map(|file| aside_name(&name, file, &stamp))
+            .any(|aside| dir.exists(&aside).unwrap_or(true))
+        {
+            attempt += 1;
+            stamp = format!(".old-chain-{now}-{attempt}");
+        }
+        let mut set_aside = Vec::new();
+        for file in &files {
+            let aside = aside_name(&name, file, &stamp);
+            dir.rename(file, &aside).map_err(rotate_err)?;
+            set_aside.push(aside);
+        }
+        dir.sync().map_err(rotate_err)?;
+
+        let file = open_current(&dir, &name)?;
+        let mut log = AuditLog {
+            path: path.to_owned(),
+            dir,
+            name,
+            max_size: options.max_size,
+            keep: options.keep,
+            ends: options.ends.clone(),
+            file: Some(file),
+            len: 0,
+            last_line_len: 0,
+            last: ChainPoint::genesis(),
+            first: None,
+            prune_pending: false,
+            repair_pending: false,
+            lock,
+        };
+        let set_aside_text: Vec<String> = set_aside
+            .iter()
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        let time = now_rfc3339();
+        let line = serde_json::to_vec(&NewChainLine {
+            seq: 1,
+            time: &time,
+            event: "new-chain",
+            set_aside: &set_aside_text,
+            old_last_seq: old_last.as_ref().and_then(|(seq, _)| *seq),
+            old_last_hash: old_last.as_ref().map(|(_, hash)| hash.as_str()),
+            prev: GENESIS_PREV,
+        });
+        let seq = log.write_line(1, line)?;
+        let set_aside = set_aside.iter().map(|name| log.dir.join(name)).collect();
+        Ok((
+            log,
+            NewChain {
+                set_aside,
+                old_last_seq: old_last.as_ref().and_then(|(seq, _)| *seq),
+                old_last_hash: old_last.map(|(_, hash)| hash),
+                seq,
+            },
+        ))
+    }
+
     /// The path of the current file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -172,11 +389,27 @@ impl AuditLog {
         self.last.seq
     }
 
+    /// Applies new rotation limits to the open log (a reload that changes
+    /// only these must not reopen it).
+    pub fn set_limits(&mut self, max_size: u64, keep: u64) {
+        if keep < self.keep {
+            self.prune_pending = true;
+        }
+        self.max_size = max_size;
+        self.keep = keep;
+    }
+
     /// Records that `body` is about to be sent to `url`; returns once the
     /// line is on disk. `body` must be canonical JSON (sorted keys, no
     /// whitespace), exactly the bytes that will be sent. On error nothing
     /// must be sent.
     pub fn append_send(&mut self, url: &str, body: &[u8]) -> Result<u64, AuditError> {
+        if self.lock.recheck(&self.dir)? {
+            warn!(
+                "the lock file next to audit log {} was removed or replaced; locked it again",
+                self.path.display()
+            );
+        }
         let body = canonical_body(body)?;
         let body_sha256 = sha256_hex(body.get().as_bytes());
         let seq = self.next_seq()?;
@@ -256,14 +489,26 @@ impl AuditLog {
             source,
         };
         let mut line = line.map_err(|e| write_err(&self.path, io::Error::other(e)))?;
-        self.repair()?;
+        if line.len() >= MAX_LINE {
+            return Err(write_err(
+                &self.path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a line of {} bytes is over the limit of {MAX_LINE}",
+                        line.len()
+                    ),
+                ),
+            ));
+        }
+        self.check_unchanged()?;
         let line_len = line.len() as u64 + 1;
         if self.len > 0 && self.len.saturating_add(line_len) > self.max_size {
             self.rotate()?;
         }
         let file = match self.file.take() {
             Some(file) => file,
-            None => open_current(&self.path, &self.dir)?,
+            None => open_current(&self.dir, &self.name)?,
         };
         let file = self.file.insert(file);
 
@@ -280,11 +525,79 @@ impl AuditLog {
             return Err(write_err(&self.path, source));
         }
         self.len += line_len;
+        self.last_line_len = line_len;
         self.last = ChainPoint { seq, hash };
+        if self.first.is_none() {
+            self.first = Some(self.last.clone());
+        }
+        self.record_ends();
         if self.prune_pending {
             self.prune();
         }
         Ok(seq)
+    }
+
+    /// Before a line is added: the current file must still be the one at
+    /// the log's name (not removed or replaced), end where the last write
+    /// left it, and end in the line written last. Anything else means
+    /// another process changed the log, and appending would hide it.
+    fn check_unchanged(&mut self) -> Result<(), AuditError> {
+        let path = self.path.clone();
+        let read_err = |source| AuditError::Read {
+            path: path.clone(),
+            source,
+        };
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !still_at(&self.dir, &self.name, file).map_err(read_err)? {
+            return Err(AuditError::Replaced {
+                path: self.path.clone(),
+            });
+        }
+        self.repair()?;
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let len = file.metadata().map_err(read_err)?.len();
+        if len != self.len {
+            return Err(AuditError::Damaged {
+                what: format!(
+                    "{} is {len} bytes long, but surveyd's last line ended at byte {}: another process changed it",
+                    self.path.display(),
+                    self.len
+                ),
+            });
+        }
+        if self.last_line_len > 0 {
+            let mut tail = vec![0; self.last_line_len as usize];
+            file.read_exact_at(&mut tail, self.len - self.last_line_len)
+                .map_err(read_err)?;
+            if tail.pop() != Some(b'\n') || sha256_hex(&tail) != self.last.hash {
+                return Err(AuditError::Damaged {
+                    what: format!(
+                        "{}: the last line (seq {}) is not what surveyd wrote: another process changed it",
+                        self.path.display(),
+                        self.last.seq
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the chain's ends in the state dir. The log line is already
+    /// on disk, so a failure here is worth a warning, not a failed report.
+    fn record_ends(&self) {
+        let (Some(ends_file), Some(first)) = (&self.ends, &self.first) else {
+            return;
+        };
+        if let Err(err) = ChainEnds::new(&self.path, first, &self.last).write(ends_file) {
+            warn!(
+                "cannot record the audit chain's ends in {}: {err}",
+                ends_file.display()
+            );
+        }
     }
 
     /// Retries cutting off a failed append that could not be undone at once.
@@ -314,41 +627,99 @@ impl AuditLog {
             source,
         };
         // Highest index first, so no rename overwrites a file still needed.
-        for (index, from) in rotated_files(&self.path).map_err(rotate_err)? {
-            fs::rename(&from, rotated_path(&self.path, index + 1)).map_err(rotate_err)?;
+        for (index, from) in rotated_files(&self.dir, &self.name).map_err(rotate_err)? {
+            self.dir
+                .rename(&from, &rotated_name(&self.name, index + 1))
+                .map_err(rotate_err)?;
         }
-        fs::rename(&self.path, rotated_path(&self.path, 1)).map_err(rotate_err)?;
+        self.dir
+            .rename(&self.name, &rotated_name(&self.name, 1))
+            .map_err(rotate_err)?;
         // From here on the old handle points at `.1`; never write through it.
         self.file = None;
         self.len = 0;
+        self.last_line_len = 0;
         self.prune_pending = true;
-        let file = open_current(&self.path, &self.dir)?;
+        let file = open_current(&self.dir, &self.name)?;
         self.file = Some(file);
-        sync_dir(&self.dir).map_err(rotate_err)
+        self.dir.sync().map_err(rotate_err)
     }
 
-    /// Deletes rotated files beyond `keep`. A failure only costs disk space,
-    /// so it is logged and retried after the next append.
+    /// Deletes rotated files beyond `keep`. The chain's ends move to the
+    /// oldest file kept before anything is deleted, so a reader never sees
+    /// a head that looks cut. A failure only costs disk space, so it is
+    /// logged and retried after the next append.
     fn prune(&mut self) {
-        let result = rotated_files(&self.path).and_then(|files| {
-            let mut removed = false;
-            for (_, path) in files.iter().filter(|(index, _)| *index > self.keep) {
-                fs::remove_file(path)?;
-                removed = true;
+        let result = rotated_files(&self.dir, &self.name).and_then(|files| {
+            let (doomed, kept): (Vec<_>, Vec<_>) =
+                files.into_iter().partition(|(index, _)| *index > self.keep);
+            if doomed.is_empty() {
+                return Ok(());
             }
-            if removed {
-                sync_dir(&self.dir)?;
+            let oldest_kept = kept.first().map_or(self.name.as_os_str(), |(_, name)| name);
+            if let Some(first) = first_line(&self.dir, oldest_kept)? {
+                self.first = Some(first);
+                self.record_ends();
             }
-            Ok(())
+            for (_, name) in &doomed {
+                self.dir.remove(name)?;
+            }
+            self.dir.sync()
         });
         match result {
             Ok(()) => self.prune_pending = false,
-            Err(e) => tracing::warn!(
+            Err(e) => warn!(
                 "cannot delete old rotated audit logs next to {}: {e}",
                 self.path.display()
             ),
         }
     }
+}
+
+/// Opens the current file for appending, creating it with mode 0640 (and
+/// making the creation durable) if it does not exist. Never through a
+/// link, and only a regular file.
+fn open_current(dir: &LogDir, name: &OsStr) -> Result<File, AuditError> {
+    let open_err = |source| AuditError::Open {
+        path: dir.join(name),
+        source,
+    };
+    match dir.open_file(name, Access::Append, Create::New) {
+        Ok(file) => {
+            dir.sync().map_err(open_err)?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir
+            .open_file(name, Access::Append, Create::No)
+            .map_err(open_err),
+        Err(e) => Err(open_err(e)),
+    }
+}
+
+/// The last complete line of `name`: its seq (if it parses) and hash. Read
+/// whatever it holds, damaged or not; a line over [`MAX_LINE`] ends it.
+fn last_line(dir: &LogDir, name: &OsStr) -> io::Result<Option<(Option<u64>, String)>> {
+    let Some(file) = dir.open_existing(name)? else {
+        return Ok(None);
+    };
+    let mut last = None;
+    let _ = super::reader::for_each_line(&file, &dir.join(name), |_, line| {
+        last = Some((
+            super::reader::parse_line(line).ok().map(|entry| entry.seq),
+            sha256_hex(line),
+        ));
+        Ok(())
+    });
+    Ok(last)
+}
+
+/// `audit.log` -> `audit.log.old-chain-T`, `audit.log.3` ->
+/// `audit.log.old-chain-T.3`.
+fn aside_name(name: &OsStr, file: &OsStr, stamp: &str) -> OsString {
+    let tail = &file.as_bytes()[name.len()..];
+    let mut aside = sibling(name, stamp);
+    aside.push(OsStr::from_bytes(tail));
+    aside
 }
 
 /// Checks that `body` is canonical JSON and returns it as a raw value that
@@ -385,83 +756,4 @@ pub(super) fn write_and_sync(mut file: &File, line: &[u8]) -> io::Result<()> {
         ));
     }
     file.sync_data()
-}
-
-/// Opens the current file for appending, creating it with mode 0640 (and
-/// making the creation durable) if it does not exist.
-pub(super) fn open_current(path: &Path, dir: &Path) -> Result<File, AuditError> {
-    let open_err = |source| AuditError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let mut options = OpenOptions::new();
-    options.read(true).append(true);
-    match options.clone().create_new(true).mode(0o640).open(path) {
-        Ok(file) => {
-            sync_dir(dir).map_err(open_err)?;
-            Ok(file)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let file = options.open(path).map_err(open_err)?;
-            let meta = file.metadata().map_err(open_err)?;
-            if !meta.is_file() {
-                return Err(open_err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "not a regular file",
-                )));
-            }
-            Ok(file)
-        }
-        Err(e) => Err(open_err(e)),
-    }
-}
-
-/// Takes the writer's lock on `audit.log.lock`, retrying until `wait` is up.
-pub(super) fn acquire_lock(path: &Path, wait: Duration) -> Result<Flock<File>, AuditError> {
-    let lock_path = sibling(path, ".lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o640)
-        .open(&lock_path)
-        .map_err(|source| AuditError::Open {
-            path: lock_path.clone(),
-            source,
-        })?;
-    let deadline = Instant::now() + wait;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => {
-                // Only a hint for the error message of a process that has
-                // to wait, so failing to write it is not worth failing over.
-                let pid = format!("{}\n", std::process::id());
-                let _ = locked
-                    .set_len(0)
-                    .and_then(|()| locked.write_all_at(pid.as_bytes(), 0));
-                return Ok(locked);
-            }
-            Err((unlocked, errno)) if errno == Errno::EWOULDBLOCK || errno == Errno::EINTR => {
-                if Instant::now() >= deadline {
-                    let holder = fs::read_to_string(&lock_path)
-                        .ok()
-                        .and_then(|text| text.trim().parse().ok());
-                    return Err(AuditError::Locked {
-                        path: path.to_owned(),
-                        holder,
-                        waited: wait,
-                    });
-                }
-                file = unlocked;
-                thread::sleep(Duration::from_millis(50));
-            }
-            Err((_, errno)) => {
-                return Err(AuditError::Lock {
-                    path: lock_path,
-                    source: errno.into(),
-                })
-            }
-        }
-    }
 }

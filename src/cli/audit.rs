@@ -1,8 +1,6 @@
 //! `surveyd audit`, `audit show` and `audit verify`: what the admin sees
 //! of the audit log (the log itself lives in `crate::audit`).
 
-use std::path::Path;
-
 use super::AuditAction;
 use crate::audit::{self, ListRow};
 use crate::exit;
@@ -17,7 +15,7 @@ pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>
         "{}.1",
         log.file_name().unwrap_or_default().to_string_lossy()
     ));
-    if log.exists() || rotated.exists() {
+    if log.symlink_metadata().is_ok() || rotated.symlink_metadata().is_ok() {
         return None;
     }
     if let Some(attempt) = report::last_attempt(&settings.state_dir) {
@@ -44,7 +42,8 @@ pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>
     }
 }
 
-pub(super) fn audit_command(path: &Path, json: bool, action: Option<&AuditAction>) -> u8 {
+pub(super) fn audit_command(settings: &Settings, json: bool, action: Option<&AuditAction>) -> u8 {
+    let path = settings.audit_log.as_path();
     match action {
         None => match audit::list(path) {
             Ok(rows) => {
@@ -60,6 +59,7 @@ pub(super) fn audit_command(path: &Path, json: bool, action: Option<&AuditAction
                 exit::IOERR
             }
         },
+        Some(AuditAction::NewChain) => super::new_chain(settings),
         Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
             Ok(Some(entry)) => {
                 let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
@@ -78,20 +78,27 @@ pub(super) fn audit_command(path: &Path, json: bool, action: Option<&AuditAction
                 exit::IOERR
             }
         },
-        Some(AuditAction::Verify) => match audit::verify(path) {
-            Ok(report) => {
-                println!("{report}");
-                exit::OK
+        Some(AuditAction::Verify) => {
+            match audit::verify(path, Some(&settings.state_dir.join(audit::CHAIN_ENDS_FILE))) {
+                Ok(report) => {
+                    println!("{report}");
+                    exit::OK
+                }
+                Err(failure) => {
+                    eprintln!("surveyd: audit log verification FAILED: {failure}");
+                    exit::DATAERR
+                }
             }
-            Err(failure) => {
-                eprintln!("surveyd: audit log verification FAILED: {failure}");
-                exit::DATAERR
-            }
-        },
+        }
     }
 }
 
-/// A table for people: one send per line, hashes shortened to 12 digits.
+/// The widest a table cell gets; longer text (a planted 64 KiB URL) is
+/// cut in the middle, so both its start and its end stay visible.
+const MAX_CELL: usize = 120;
+
+/// A table for people: one send per line, hashes shortened to 12 digits,
+/// very long fields shortened.
 pub fn format_table(rows: &[ListRow]) -> String {
     let header = ["SEQ", "TIME", "URL", "OUTCOME", "SIZE", "SHA256"];
     let mut cells: Vec<[String; 6]> = vec![header.map(str::to_owned)];
@@ -99,8 +106,8 @@ pub fn format_table(rows: &[ListRow]) -> String {
         cells.push([
             row.seq.to_string(),
             row.time.clone(),
-            printable(&row.url),
-            printable(&row.outcome),
+            shorten(&printable(&row.url)),
+            shorten(&printable(&row.outcome)),
             row.body_size.to_string(),
             row.body_sha256.chars().take(12).collect(),
         ]);
@@ -118,7 +125,9 @@ pub fn format_table(rows: &[ListRow]) -> String {
             if column > 0 {
                 line.push_str("  ");
             }
-            line.push_str(&format!("{cell:<width$}"));
+            line.push_str(cell);
+            let padding = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', padding));
         }
         out.push_str(line.trim_end());
         out.push('\n');
@@ -131,6 +140,18 @@ fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// `text` cut to [`MAX_CELL`] characters with `…` in the middle.
+fn shorten(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_CELL {
+        return text.to_owned();
+    }
+    let keep = MAX_CELL - 1;
+    let head: String = text.chars().take(keep - keep / 3).collect();
+    let tail: String = text.chars().skip(count - keep / 3).collect();
+    format!("{head}…{tail}")
 }
 
 /// The rows as JSON Lines (full hashes), for `surveyd audit --json`.
