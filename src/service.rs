@@ -45,13 +45,13 @@ pub fn run(config: &Path) -> u8 {
         warn!("{warning}");
     }
     let settings = loaded.settings;
-    let audit = match report::open_audit(&settings, crate::audit::LOCK_WAIT) {
-        Ok(audit) => Some(audit),
+    let (audit, audit_problem) = match report::open_audit(&settings, crate::audit::LOCK_WAIT) {
+        Ok(audit) => (Some(audit), None),
         // Damage is for the admin to look at; the service keeps running
         // (and sends nothing) until `surveyd audit new-chain`.
         Err(err) if err.is_damage() => {
             error!("{err}");
-            None
+            (None, Some(format!("not sent: {err}")))
         }
         Err(err) => {
             error!("{err}");
@@ -63,7 +63,9 @@ pub fn run(config: &Path) -> u8 {
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
-    runtime.block_on(Service::new(config.to_path_buf(), settings, audit).run())
+    let mut service = Service::new(config.to_path_buf(), settings, audit);
+    service.last_outcome = audit_problem;
+    runtime.block_on(service.run())
 }
 
 /// Sends sd_notify states as one datagram; without NOTIFY_SOCKET this does

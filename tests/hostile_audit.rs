@@ -568,3 +568,30 @@ fn reload_changing_only_the_audit_limits_applies_them_without_reopening() {
     let out = install.run(&["audit", "verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_damaged_log_at_start_keeps_the_service_running_says_so_and_sends_nothing() {
+    let (install, server) = install_with_reports(2, IDLE);
+    rewrite_lines(&install, |lines| lines[1].replace_range(0..1, "["));
+    let damaged = install.audit_text();
+    let mut daemon = Daemon::start(&install);
+    let ready = daemon.expect_line("READY=1");
+    assert!(
+        ready.contains("damaged") && ready.contains("line 2"),
+        "{ready}"
+    );
+    daemon.signal(Signal::SIGUSR1);
+    let status = daemon.expect_status("not sent");
+    assert!(status.contains("new-chain"), "{status}");
+    for _ in 0..3 {
+        daemon.expect_line("WATCHDOG=1");
+    }
+    let (code, err) = daemon.stop();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.requests().len(), 2, "nothing sent");
+    assert_eq!(
+        install.audit_text(),
+        damaged,
+        "the damage is left for the admin"
+    );
+}

@@ -807,3 +807,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn root_writes_only_where_no_other_user_can_and_acts_as_the_owner_of_a_service_dir() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: the policy applies to root only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let case = |mode: u32, owner: u32, group: u32| {
+        let path = dir.path().join(format!("d{mode:o}-{owner}-{group}"));
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(
+            &path,
+            Some(nix::unistd::Uid::from_raw(owner)),
+            Some(nix::unistd::Gid::from_raw(group)),
+        )
+        .unwrap();
+        LogDir::open(&path).unwrap().root_write()
+    };
+    assert_eq!(case(0o750, 0, 0).unwrap(), RootWrite::Allowed);
+    assert_eq!(case(0o770, 0, 0).unwrap(), RootWrite::Allowed);
+    assert_eq!(
+        case(0o700, 65534, 65534).unwrap(),
+        RootWrite::AsOwner {
+            uid: 65534,
+            gid: 65534
+        }
+    );
+    for (mode, owner, group) in [(0o1777, 0, 0), (0o770, 0, 65534), (0o707, 65534, 0)] {
+        let err = case(mode, owner, group).unwrap_err();
+        assert!(matches!(err, AuditError::UnsafeDir { .. }), "{err}");
+    }
+}
