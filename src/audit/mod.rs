@@ -67,6 +67,8 @@
 
 mod dir;
 mod ends;
+#[cfg(test)]
+mod hostile_tests;
 mod lock;
 mod reader;
 mod recovery;
