@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
-use crate::audit::{self, AuditError, AuditLog, AuditOptions, LogDir, RootWrite};
+use crate::audit::{self, AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
 use crate::facts;
 use crate::logging::REPORT_SENT_MESSAGE_ID;
 use crate::payload::{self, Payload, PayloadOptions};
@@ -44,14 +44,21 @@ pub async fn prepare(settings: &Settings) -> Payload {
     payload::build(&facts, &payload_options(settings))
 }
 
-/// How the settings ask for the audit log to be opened.
-pub fn audit_options(settings: &Settings, lock_wait: Duration) -> AuditOptions {
-    AuditOptions {
+/// How the settings ask for the audit log to be opened. Opens the state
+/// dir for the chain's ends now, so that it stays reachable after `send`
+/// has become the log directory's owner.
+pub fn audit_options(settings: &Settings, lock_wait: Duration) -> Result<AuditOptions, AuditError> {
+    let ends_path = settings.state_dir.join(audit::CHAIN_ENDS_FILE);
+    let ends = EndsFile::open(&ends_path).map_err(|source| AuditError::Open {
+        path: ends_path,
+        source,
+    })?;
+    Ok(AuditOptions {
         max_size: settings.audit_max_size,
         keep: settings.audit_keep.into(),
-        ends: Some(settings.state_dir.join(audit::CHAIN_ENDS_FILE)),
+        ends: Some(ends),
         lock_wait,
-    }
+    })
 }
 
 /// Opens the audit log the settings name for the service, logging a
@@ -68,20 +75,16 @@ pub fn open_audit(settings: &Settings, lock_wait: Duration) -> Result<AuditLog, 
             ),
         });
     }
-    open_audit_in(dir, settings, lock_wait)
+    open_audit_in(dir, settings, audit_options(settings, lock_wait)?)
 }
 
 /// Opens the audit log in its already opened (and vetted) directory.
 pub fn open_audit_in(
     dir: LogDir,
     settings: &Settings,
-    lock_wait: Duration,
+    options: AuditOptions,
 ) -> Result<AuditLog, AuditError> {
-    let (audit, recovery) = AuditLog::open_in(
-        dir,
-        &settings.audit_log,
-        &audit_options(settings, lock_wait),
-    )?;
+    let (audit, recovery) = AuditLog::open_in(dir, &settings.audit_log, options)?;
     if let Some(recovery) = recovery {
         warn!(
             "audit log {} ended in a torn line (a crash mid-write?): {} bytes set aside in {}, \

@@ -332,15 +332,23 @@ fn root_send_into_a_directory_the_service_user_owns_never_writes_as_root() {
         return skip("needs root to own files as another uid");
     }
     let (install, server) = install_with_reports(0, "");
-    let log_dir = install.path("log");
-    let owner = nix::unistd::Uid::from_raw(65534);
-    let group = nix::unistd::Gid::from_raw(65534);
-    nix::unistd::chown(&log_dir, Some(owner), Some(group)).unwrap();
+    // Like DynamicUser's /var/log/private: the owner cannot reach its
+    // directory by path, only through the handle root opened.
     std::fs::set_permissions(
-        &log_dir,
+        install.dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
+    let log_dir = install.path("log");
+    let owner = nix::unistd::Uid::from_raw(65534);
+    let group = nix::unistd::Gid::from_raw(65534);
+    // LogsDirectory= and StateDirectory= both belong to DynamicUser's user.
+    let state_dir = install.path("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    for dir in [&log_dir, &state_dir] {
+        nix::unistd::chown(dir, Some(owner), Some(group)).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
     let victim = plant_victim(&install, "passwd-copy");
     let victim2 = plant_victim(&install, "shadow-copy");
     symlink(&victim, log_dir.join("audit.log")).unwrap();

@@ -163,11 +163,19 @@ impl LogDir {
         self.handle()?.sync_all()
     }
 
-    /// The names in the directory.
+    /// The names in the directory, listed through the handle: after root
+    /// has become the directory's owner, the path may lead through a
+    /// directory the owner cannot search (DynamicUser's /var/log/private).
     pub(super) fn names(&self) -> io::Result<Vec<OsString>> {
-        // Listing by path is safe: every name found is opened through the
-        // handle with O_NOFOLLOW, whatever the path points at by then.
-        fs::read_dir(&self.path)?
+        let by_handle = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        let entries = match fs::read_dir(&by_handle) {
+            Ok(entries) => entries,
+            // Without /proc, the path; names are opened through the handle
+            // with O_NOFOLLOW whatever the path leads to by then.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => fs::read_dir(&self.path)?,
+            Err(err) => return Err(err),
+        };
+        entries
             .map(|entry| entry.map(|entry| entry.file_name()))
             .collect()
     }

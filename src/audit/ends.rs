@@ -3,12 +3,14 @@
 //! the log changed; only these two points can show that lines were cut off
 //! its head or its tail.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::ChainPoint;
+use super::dir::{Access, Create};
+use super::{file_name, parent_dir, sibling, ChainPoint, LogDir};
 use crate::safe_fs;
 
 /// Name of the file in the state dir.
@@ -16,6 +18,66 @@ pub const CHAIN_ENDS_FILE: &str = "audit-chain-ends";
 
 /// The file is a few hundred bytes; anything much larger was planted.
 const MAX_ENDS_FILE: u64 = 16 * 1024;
+
+/// The writer's handle on the ends file: its directory, opened once (as
+/// root, before `send` becomes the directory's owner, who may not be able
+/// to reach it by path), and its name there.
+#[derive(Debug)]
+pub struct EndsFile {
+    dir: LogDir,
+    name: OsString,
+}
+
+impl EndsFile {
+    /// Opens the directory of the ends file at `path`, creating it (mode
+    /// 0750) if missing.
+    pub fn open(path: &Path) -> io::Result<EndsFile> {
+        let name = file_name(path).map_err(|err| io::Error::other(err.to_string()))?;
+        Ok(EndsFile {
+            dir: LogDir::create_and_open(&parent_dir(path))?,
+            name,
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        let Some(file) = self.dir.open_existing(&self.name)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_ENDS_FILE + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_ENDS_FILE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("is larger than the limit of {MAX_ENDS_FILE} bytes"),
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Replaces the file atomically: a fresh temporary file (never through
+    /// a link), fsynced, renamed over the name, the directory fsynced.
+    fn write(&self, contents: &[u8]) -> io::Result<()> {
+        let tmp = sibling(&self.name, &format!(".tmp-{}", std::process::id()));
+        match self.dir.remove(&tmp) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        let mut file = self.dir.open_file(&tmp, Access::ReadWrite, Create::New)?;
+        let written = file
+            .write_all(contents)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| self.dir.rename(&tmp, &self.name));
+        if let Err(err) = written {
+            let _ = self.dir.remove(&tmp);
+            return Err(err);
+        }
+        self.dir.sync()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct ChainEnds {
@@ -38,27 +100,38 @@ impl ChainEnds {
         }
     }
 
-    /// Reads the ends recorded for `log`: `None` when there are none yet or
-    /// they belong to another log.
+    /// Reads the ends recorded for `log` (by path, for the readers):
+    /// `None` when there are none yet or they belong to another log.
     pub(super) fn read(file: &Path, log: &Path) -> io::Result<Option<ChainEnds>> {
-        let bytes = match safe_fs::read_regular(file, MAX_ENDS_FILE) {
-            Ok(bytes) => bytes,
-            Err(err) if err.is_not_found() => return Ok(None),
-            Err(err) => return Err(io::Error::other(err.to_string())),
-        };
-        let ends: ChainEnds = serde_json::from_slice(&bytes).map_err(|err| {
+        match safe_fs::read_regular(file, MAX_ENDS_FILE) {
+            Ok(bytes) => Self::parse(&bytes, log),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(io::Error::other(err.to_string())),
+        }
+    }
+
+    /// [`ChainEnds::read`] for the writer, through its handle.
+    pub(super) fn read_in(file: &EndsFile, log: &Path) -> io::Result<Option<ChainEnds>> {
+        match file.read()? {
+            Some(bytes) => Self::parse(&bytes, log),
+            None => Ok(None),
+        }
+    }
+
+    fn parse(bytes: &[u8], log: &Path) -> io::Result<Option<ChainEnds>> {
+        let ends: ChainEnds = serde_json::from_slice(bytes).map_err(|err| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: not a chain-ends record: {err}", file.display()),
+                format!("not a chain-ends record: {err}"),
             )
         })?;
         Ok((ends.log == log).then_some(ends))
     }
 
-    pub(super) fn write(&self, file: &Path) -> io::Result<()> {
+    pub(super) fn write(&self, file: &EndsFile) -> io::Result<()> {
         let mut text = serde_json::to_vec(self).map_err(io::Error::other)?;
         text.push(b'\n');
-        safe_fs::write_atomically(file, &text)
+        file.write(&text)
     }
 
     /// How the log's oldest and newest lines on disk contradict these ends,

@@ -57,7 +57,7 @@ fn flipped_first_bytes_of_the_last_two_lines_block_the_writer_until_a_new_chain(
         lock_wait: Duration::ZERO,
     };
     let (mut log, chain) =
-        AuditLog::start_new_chain(LogDir::open(dir.path()).unwrap(), &path, &options).unwrap();
+        AuditLog::start_new_chain(LogDir::open(dir.path()).unwrap(), &path, options).unwrap();
     assert_eq!(chain.seq, 1);
     assert_eq!(chain.set_aside.len(), 1);
     assert_eq!(
@@ -172,14 +172,14 @@ fn cut_head_or_tail_fails_verify_against_the_recorded_ends() {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(&dir);
         let ends = dir.path().join("state").join(CHAIN_ENDS_FILE);
-        let options = AuditOptions {
+        let options = || AuditOptions {
             max_size: BIG,
             keep: 3,
-            ends: Some(ends.clone()),
+            ends: Some(EndsFile::open(&ends).unwrap()),
             lock_wait: Duration::ZERO,
         };
         let (mut log, _) =
-            AuditLog::open_in(LogDir::for_log(&path).unwrap(), &path, &options).unwrap();
+            AuditLog::open_in(LogDir::for_log(&path).unwrap(), &path, options()).unwrap();
         write_pairs(&mut log, 3);
         drop(log);
         assert!(verify(&path, Some(&ends)).unwrap().ends_checked);
@@ -198,7 +198,7 @@ fn cut_head_or_tail_fails_verify_against_the_recorded_ends() {
             "from (or changed at) the end"
         };
         assert!(failure.to_string().contains(expected), "{failure}");
-        let err = AuditLog::open_in(LogDir::for_log(&path).unwrap(), &path, &options).unwrap_err();
+        let err = AuditLog::open_in(LogDir::for_log(&path).unwrap(), &path, options()).unwrap_err();
         assert!(err.is_damage(), "the writer refuses too: {err}");
     }
 }

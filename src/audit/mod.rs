@@ -78,7 +78,7 @@ mod verify;
 mod writer;
 
 pub use dir::LogDir;
-pub use ends::CHAIN_ENDS_FILE;
+pub use ends::{EndsFile, CHAIN_ENDS_FILE};
 pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, NewChain, Recovery, RootWrite};

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use tracing::warn;
 
 use super::dir::{still_at, Access, Create};
-use super::ends::ChainEnds;
+use super::ends::{ChainEnds, EndsFile};
 use super::lock::{self, WriterLock};
 use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
@@ -102,12 +102,12 @@ impl LogDir {
 }
 
 /// How the log is opened for writing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AuditOptions {
     pub max_size: u64,
     pub keep: u64,
     /// The state-dir file that records the chain's ends, if any.
-    pub ends: Option<PathBuf>,
+    pub ends: Option<EndsFile>,
     /// How long to wait for another writer to let go.
     pub lock_wait: Duration,
 }
@@ -120,7 +120,7 @@ pub struct AuditLog {
     name: OsString,
     max_size: u64,
     keep: u64,
-    ends: Option<PathBuf>,
+    ends: Option<EndsFile>,
     /// `None` between a rotation moving the old file away and the new one
     /// being created; the next append creates it.
     file: Option<File>,
@@ -207,7 +207,7 @@ impl AuditLog {
             ends: None,
             lock_wait,
         };
-        Self::open_in(LogDir::for_log(path)?, path, &options)
+        Self::open_in(LogDir::for_log(path)?, path, options)
     }
 
     /// Opens the log at `path` in its already opened directory `dir`. The
@@ -216,7 +216,7 @@ impl AuditLog {
     pub fn open_in(
         dir: LogDir,
         path: &Path,
-        options: &AuditOptions,
+        options: AuditOptions,
     ) -> Result<(AuditLog, Option<Recovery>), AuditError> {
         let name = file_name(path)?;
         let lock = lock::acquire(&dir, path, &name, options.lock_wait)?;
@@ -248,14 +248,15 @@ impl AuditLog {
         };
         let first = oldest_line(&dir, &name)?;
         if let Some(ends_file) = &options.ends {
-            let recorded = ChainEnds::read(ends_file, path).map_err(|source| AuditError::Read {
-                path: ends_file.clone(),
-                source,
-            })?;
+            let recorded =
+                ChainEnds::read_in(ends_file, path).map_err(|source| AuditError::Read {
+                    path: ends_file.path(),
+                    source,
+                })?;
             let newest = (last.seq > 0).then_some(&last);
             if let Some(what) = recorded
                 .as_ref()
-                .and_then(|ends| ends.contradiction(ends_file, first.as_ref(), newest))
+                .and_then(|ends| ends.contradiction(&ends_file.path(), first.as_ref(), newest))
             {
                 return Err(AuditError::Damaged { what });
             }
@@ -266,7 +267,7 @@ impl AuditLog {
             name,
             max_size: options.max_size,
             keep: options.keep,
-            ends: options.ends.clone(),
+            ends: options.ends,
             file: Some(file),
             len: check.good_end,
             last_line_len: check.last_line_len,
@@ -299,7 +300,7 @@ impl AuditLog {
     pub fn start_new_chain(
         dir: LogDir,
         path: &Path,
-        options: &AuditOptions,
+        options: AuditOptions,
     ) -> Result<(AuditLog, NewChain), AuditError> {
         let name = file_name(path)?;
         let lock = lock::acquire(&dir, path, &name, options.lock_wait)?;
@@ -342,7 +343,7 @@ impl AuditLog {
             name,
             max_size: options.max_size,
             keep: options.keep,
-            ends: options.ends.clone(),
+            ends: options.ends,
             file: Some(file),
             len: 0,
             last_line_len: 0,
@@ -595,7 +596,7 @@ impl AuditLog {
         if let Err(err) = ChainEnds::new(&self.path, first, &self.last).write(ends_file) {
             warn!(
                 "cannot record the audit chain's ends in {}: {err}",
-                ends_file.display()
+                ends_file.path().display()
             );
         }
     }

@@ -236,9 +236,11 @@ fn send(settings: Settings) -> u8 {
     let rt = runtime();
     // Collected before any change of user, with the invoking user's access.
     let payload = rt.block_on(report::prepare(&settings));
-    let mut log = match writable_log_dir(&settings)
-        .and_then(|dir| report::open_audit_in(dir, &settings, audit_log::LOCK_WAIT))
-    {
+    let opened = report::audit_options(&settings, audit_log::LOCK_WAIT).and_then(|options| {
+        let dir = writable_log_dir(&settings)?;
+        report::open_audit_in(dir, &settings, options)
+    });
+    let mut log = match opened {
         Ok(log) => log,
         Err(err) => {
             eprintln!("surveyd: {err}; nothing was sent");
@@ -276,12 +278,9 @@ fn send(settings: Settings) -> u8 {
 
 /// `surveyd audit new-chain`.
 fn new_chain(settings: &Settings) -> u8 {
-    let started = writable_log_dir(settings).and_then(|dir| {
-        AuditLog::start_new_chain(
-            dir,
-            &settings.audit_log,
-            &report::audit_options(settings, audit_log::LOCK_WAIT),
-        )
+    let started = report::audit_options(settings, audit_log::LOCK_WAIT).and_then(|options| {
+        let dir = writable_log_dir(settings)?;
+        AuditLog::start_new_chain(dir, &settings.audit_log, options)
     });
     match started {
         Ok((_log, chain)) => {
