@@ -264,8 +264,10 @@ fn a_result_line_that_cannot_be_written_says_the_report_was_sent() {
 fn a_write_past_the_file_size_limit_is_an_audit_error_not_a_silent_kill() {
     let (install, server) = install_with_reports(1, "");
     let size = std::fs::metadata(install.audit_log()).unwrap().len();
+    // The next write starts at the limit: the kernel refuses it whole and
+    // raises SIGXFSZ, which kills unless ignored.
     let mut cmd = install.command(&["send"]);
-    with_limit(&mut cmd, Resource::FileSize, size + 10);
+    with_limit(&mut cmd, Resource::FileSize, size);
     let out = run_bounded(cmd);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(73), "killed by a signal? {err}");
@@ -402,13 +404,18 @@ struct Daemon {
 
 impl Daemon {
     fn start(install: &Install) -> Daemon {
+        Daemon::start_with(install, |_| {})
+    }
+
+    fn start_with(install: &Install, adjust: impl FnOnce(&mut Command)) -> Daemon {
         let socket_path = install.path("notify.sock");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let child = install
-            .command(&["run"])
+        let mut command = install.command(&["run"]);
+        adjust(&mut command);
+        let child = command
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "400000")
             .env_remove("WATCHDOG_PID")
@@ -602,4 +609,24 @@ fn a_damaged_log_at_start_keeps_the_service_running_says_so_and_sends_nothing() 
         damaged,
         "the damage is left for the admin"
     );
+}
+
+#[test]
+fn the_service_past_the_file_size_limit_logs_an_audit_error_and_keeps_running() {
+    let (install, server) = install_with_reports(1, IDLE);
+    let size = std::fs::metadata(install.audit_log()).unwrap().len();
+    let mut daemon = Daemon::start_with(&install, |cmd| {
+        with_limit(cmd, Resource::FileSize, size);
+    });
+    daemon.expect_line("READY=1");
+    daemon.signal(Signal::SIGUSR1);
+    let status = daemon.expect_status("not sent");
+    assert!(status.contains("File too large"), "{status}");
+    for _ in 0..3 {
+        daemon.expect_line("WATCHDOG=1");
+    }
+    let (code, err) = daemon.stop();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("report not sent"), "{err}");
+    assert_eq!(server.requests().len(), 1);
 }
