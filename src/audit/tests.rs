@@ -504,6 +504,8 @@ fn failed_write_leaves_the_log_consistent_and_uses_up_no_seq() {
 
 fn append_past_file_size_limit(dir: &Path) {
     // Get EFBIG instead of being killed by SIGXFSZ.
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+    // signal context.
     unsafe {
         nix::sys::signal::signal(
             nix::sys::signal::Signal::SIGXFSZ,
