@@ -92,6 +92,18 @@ impl LogDir {
             Access::Append => OFlag::O_RDWR | OFlag::O_APPEND,
             Access::ReadWrite => OFlag::O_RDWR,
         };
+        // Opening a device can act on it (a tape rewinds); refuse anything
+        // but a regular file by its name first, then check the opened file
+        // itself, which is the one that counts.
+        if let Some(stat) = self.stat(name)? {
+            let kind = stat.st_mode & nix::libc::S_IFMT;
+            if kind != nix::libc::S_IFREG && kind != nix::libc::S_IFLNK {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("is {}, not a regular file", describe_mode(kind)),
+                ));
+            }
+        }
         flags |= match create {
             Create::No => OFlag::empty(),
             Create::IfMissing => OFlag::O_CREAT,
@@ -186,6 +198,18 @@ impl LogDir {
         let mut bytes = Vec::new();
         file.take(limit).read_to_end(&mut bytes)?;
         Ok(bytes)
+    }
+}
+
+/// What an `S_IFMT` file type is, in words, for errors.
+fn describe_mode(kind: nix::libc::mode_t) -> &'static str {
+    match kind {
+        nix::libc::S_IFDIR => "a directory",
+        nix::libc::S_IFIFO => "a FIFO",
+        nix::libc::S_IFCHR => "a character device",
+        nix::libc::S_IFBLK => "a block device",
+        nix::libc::S_IFSOCK => "a socket",
+        _ => "not a regular file",
     }
 }
 

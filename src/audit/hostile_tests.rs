@@ -150,6 +150,24 @@ fn links_and_fifos_under_the_logs_names_are_refused_and_their_targets_untouched(
         "{err}"
     );
     assert!(verify(&path, None).is_err());
+
+    // A device is refused by its name, before it is opened (making one
+    // takes root).
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: the device case needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    nix::sys::stat::mknod(
+        &path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let err = AuditLog::open(&path, BIG, 3).unwrap_err();
+    assert!(err.to_string().contains("a character device"), "{err}");
 }
 
 #[test]
