@@ -1,10 +1,10 @@
 //! `surveyd audit verify`: checking the whole chain and naming the first
 //! line that breaks it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::ends::ChainEnds;
@@ -202,12 +202,85 @@ pub(super) fn check_file(
 /// match them. Names the first bad line. Opens nothing through a link and
 /// writes nothing.
 pub fn verify(path: &Path, ends_file: Option<&Path>) -> Result<VerifyReport, VerifyFailure> {
-    let (dir, name) = open_for_reading(path)?;
+    let read_ends = |file: &Path| {
+        ChainEnds::read(file, path).map_err(|source| AuditError::Read {
+            path: file.to_owned(),
+            source,
+        })
+    };
+    // A running writer appends, rotates and prunes while this reads by
+    // name: a result is only taken from a pass during which neither the
+    // files nor the recorded ends changed. The ends are read first: the
+    // writer records them just after writing and just before pruning, so
+    // the log read after them can only be longer.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (dir, name) = open_for_reading(path)?;
+        let files_before = snapshot(&dir, &name, path)?;
+        let ends = ends_file.map(read_ends).transpose()?.flatten();
+        let result = verify_chain(&dir, &name);
+        let changed = snapshot(&dir, &name, path)? != files_before
+            || match ends_file {
+                Some(file) => read_ends(file)? != ends,
+                None => false,
+            };
+        if changed && attempt < MAX_PASSES {
+            continue;
+        }
+        if changed {
+            return Err(VerifyFailure::Unreadable(AuditError::Read {
+                path: path.to_owned(),
+                source: io::Error::other(format!(
+                    "the log changed during each of {MAX_PASSES} passes (a busy writer?); run verify again"
+                )),
+            }));
+        }
+        let (mut report, oldest, last) = result?;
+        let (Some(ends_file), Some(ends)) = (ends_file, ends) else {
+            return Ok(report);
+        };
+        if let Some(what) = ends.contradiction(ends_file, oldest.as_ref(), last.as_ref()) {
+            return Err(VerifyFailure::Truncated(what));
+        }
+        report.ends_checked = true;
+        return Ok(report);
+    }
+}
+
+/// How many times [`verify`] reads a log that keeps changing under it.
+const MAX_PASSES: u32 = 10;
+
+/// Each file of the log with its inode and size: equal snapshots before
+/// and after a pass mean no line was added, no file rotated or pruned.
+fn snapshot(
+    dir: &LogDir,
+    name: &OsStr,
+    path: &Path,
+) -> Result<Vec<(OsString, u64, i64)>, AuditError> {
+    let read_err = |source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for file in log_files(dir, name).map_err(read_err)? {
+        if let Some(stat) = dir.stat(&file).map_err(read_err)? {
+            files.push((file, stat.st_ino, stat.st_size));
+        }
+    }
+    Ok(files)
+}
+
+/// The chain check of [`verify`], with the oldest and newest lines found.
+fn verify_chain(
+    dir: &LogDir,
+    name: &OsStr,
+) -> Result<(VerifyReport, Option<ChainPoint>, Option<ChainPoint>), VerifyFailure> {
     let read_err = |file: &OsStr, source| AuditError::Read {
         path: dir.join(file),
         source,
     };
-    let files = log_files(&dir, &name).map_err(|source| read_err(&name, source))?;
+    let files = log_files(dir, name).map_err(|source| read_err(name, source))?;
     let mut report = VerifyReport {
         lines: 0,
         files: files.len(),
@@ -246,19 +319,7 @@ pub fn verify(path: &Path, ends_file: Option<&Path>) -> Result<VerifyReport, Ver
         }
     }
     report.last_seq = last.as_ref().map(|point| point.seq);
-    if let Some(ends_file) = ends_file {
-        let ends = ChainEnds::read(ends_file, path).map_err(|source| AuditError::Read {
-            path: ends_file.to_owned(),
-            source,
-        })?;
-        if let Some(ends) = ends {
-            if let Some(what) = ends.contradiction(ends_file, oldest.as_ref(), last.as_ref()) {
-                return Err(VerifyFailure::Truncated(what));
-            }
-            report.ends_checked = true;
-        }
-    }
-    Ok(report)
+    Ok((report, oldest, last))
 }
 
 /// The fields each event needs, and for sends that the body hashes right.
