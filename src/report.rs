@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{self, AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
 use crate::facts;
 use crate::logging::REPORT_SENT_MESSAGE_ID;
 use crate::payload::{self, Payload, PayloadOptions};
@@ -44,13 +44,47 @@ pub async fn prepare(settings: &Settings) -> Payload {
     payload::build(&facts, &payload_options(settings))
 }
 
-/// Opens the audit log the settings name, logging a torn-line recovery.
-pub fn open_audit(settings: &Settings) -> Result<AuditLog, AuditError> {
-    let (audit, recovery) = AuditLog::open(
-        &settings.audit_log,
-        settings.audit_max_size,
-        settings.audit_keep.into(),
-    )?;
+/// How the settings ask for the audit log to be opened. Opens the state
+/// dir for the chain's ends now, so that it stays reachable after `send`
+/// has become the log directory's owner.
+pub fn audit_options(settings: &Settings, lock_wait: Duration) -> Result<AuditOptions, AuditError> {
+    let ends_path = settings.state_dir.join(audit::CHAIN_ENDS_FILE);
+    let ends = EndsFile::open(&ends_path).map_err(|source| AuditError::Open {
+        path: ends_path,
+        source,
+    })?;
+    Ok(AuditOptions {
+        max_size: settings.audit_max_size,
+        keep: settings.audit_keep.into(),
+        ends: Some(ends),
+        lock_wait,
+    })
+}
+
+/// Opens the audit log the settings name for the service, logging a
+/// torn-line recovery. Root is refused a directory another user can write
+/// (the service runs as that user instead, as DynamicUser= does).
+pub fn open_audit(settings: &Settings, lock_wait: Duration) -> Result<AuditLog, AuditError> {
+    let dir = LogDir::for_log(&settings.audit_log)?;
+    if let RootWrite::AsOwner { uid, .. } = dir.root_write()? {
+        return Err(AuditError::UnsafeDir {
+            path: dir.path().to_owned(),
+            why: format!(
+                "it belongs to uid {uid}, so a file planted there could redirect root's writes; \
+                 run the service as that user (the packaged unit's DynamicUser= does)"
+            ),
+        });
+    }
+    open_audit_in(dir, settings, audit_options(settings, lock_wait)?)
+}
+
+/// Opens the audit log in its already opened (and vetted) directory.
+pub fn open_audit_in(
+    dir: LogDir,
+    settings: &Settings,
+    options: AuditOptions,
+) -> Result<AuditLog, AuditError> {
+    let (audit, recovery) = AuditLog::open_in(dir, &settings.audit_log, options)?;
     if let Some(recovery) = recovery {
         warn!(
             "audit log {} ended in a torn line (a crash mid-write?): {} bytes set aside in {}, \
@@ -144,7 +178,11 @@ pub async fn send(
     if let Err(err) = audit.append_result(seq, status, error.as_deref(), duration) {
         // The request already went out and its send entry is on disk; a
         // missing result line is visible in `surveyd audit` as "no result".
-        warn!("report {seq}: cannot record its result in the audit log: {err}");
+        error!(
+            "report {seq} WAS sent ({}), but its result could not be recorded in the audit log \
+             (`surveyd audit` will show it as \"no result\"): {err}",
+            outcome.describe()
+        );
     }
 
     let millis = duration.as_millis() as u64;

@@ -47,8 +47,14 @@ pub fn run(config: &Path) -> u8 {
         warn!("{warning}");
     }
     let settings = loaded.settings;
-    let audit = match report::open_audit(&settings) {
-        Ok(audit) => audit,
+    let (audit, audit_problem) = match report::open_audit(&settings, crate::audit::LOCK_WAIT) {
+        Ok(audit) => (Some(audit), None),
+        // Damage is for the admin to look at; the service keeps running
+        // (and sends nothing) until `surveyd audit new-chain`.
+        Err(err) if err.is_damage() => {
+            error!("{err}");
+            (None, Some(format!("not sent: {err}")))
+        }
         Err(err) => {
             error!("{err}");
             notify(&[NotifyState::Status(&format!("audit log error: {err}"))]);
@@ -56,7 +62,9 @@ pub fn run(config: &Path) -> u8 {
         }
     };
     exit_soon_after_stop_signals_whatever_blocks();
-    Runtime::new().block_on(Service::new(config.to_path_buf(), settings, audit).run())
+    let mut service = Service::new(config.to_path_buf(), settings, audit);
+    service.last_outcome = audit_problem;
+    Runtime::new().block_on(service.run())
 }
 
 /// How long the in-flight report may take to record its cancellation
@@ -205,7 +213,9 @@ struct InFlight {
 struct Service {
     config_path: PathBuf,
     settings: Settings,
-    /// `None` while a report task holds it.
+    /// `None` while a report task holds it, or while it is closed (damaged,
+    /// or not opened yet after a change of path): then it is opened again
+    /// before the next report.
     audit: Option<AuditLog>,
     /// When the next report starts; `None` when reporting is off or a
     /// report is in flight.
@@ -217,8 +227,6 @@ struct Service {
     /// Set when the last reload was rejected; shown in STATUS.
     reload_problem: Option<String>,
     reload_generation: u64,
-    /// Settings that changed the audit log while a report held it.
-    reopen_audit: bool,
     /// The configuration being read for a SIGHUP.
     reloading: Option<Reloading>,
     /// Another SIGHUP came while `reloading`: the file may have changed
@@ -227,18 +235,17 @@ struct Service {
 }
 
 impl Service {
-    fn new(config_path: PathBuf, settings: Settings, audit: AuditLog) -> Service {
+    fn new(config_path: PathBuf, settings: Settings, audit: Option<AuditLog>) -> Service {
         let mut service = Service {
             config_path,
             settings,
-            audit: Some(audit),
+            audit,
             next: None,
             in_flight: None,
             failures: 0,
             last_outcome: None,
             reload_problem: None,
             reload_generation: 0,
-            reopen_audit: false,
             reloading: None,
             reload_again: false,
         };
@@ -344,6 +351,17 @@ impl Service {
 
     fn start_report(&mut self) {
         self.next = None;
+        if self.audit.is_none() {
+            // Never waits for the lock: the loop must keep going.
+            match report::open_audit(&self.settings, Duration::ZERO) {
+                Ok(audit) => self.audit = Some(audit),
+                Err(err) => {
+                    self.finish_report_not_sent(err);
+                    notify(&[NotifyState::Status(&self.status_line())]);
+                    return;
+                }
+            }
+        }
         let Some(mut audit) = self.audit.take() else {
             return;
         };
@@ -369,15 +387,19 @@ impl Service {
     }
 
     fn finish_report(&mut self, (audit, result): ReportResult) {
-        self.audit = Some(audit);
-        if self.reopen_audit {
-            self.reopen_audit = false;
-            self.replace_audit();
-        }
+        // A damaged or replaced log is let go of (and its lock with it), so
+        // that the admin can run `surveyd audit new-chain`.
+        let damaged = matches!(&result, Err(err) if err.is_damage());
+        self.audit = (!damaged).then_some(audit);
+        self.sync_audit_settings();
+        let result = match result {
+            Err(err) => return self.finish_report_not_sent(err),
+            Ok(attempt) => attempt,
+        };
         let mut rng = rand::thread_rng();
         let timing = timing(&self.settings);
         let delay = match result {
-            Ok(Some(attempt)) if attempt.outcome.is_success() => {
+            Some(attempt) if attempt.outcome.is_success() => {
                 self.failures = 0;
                 self.last_outcome = Some(format!(
                     "report {} accepted ({}) at {}",
@@ -387,7 +409,7 @@ impl Service {
                 ));
                 scheduler::after_success(timing, &mut rng)
             }
-            Ok(Some(attempt)) => {
+            Some(attempt) => {
                 self.failures += 1;
                 self.last_outcome = Some(format!(
                     "report {} failed ({}) at {}",
@@ -401,14 +423,22 @@ impl Service {
                 };
                 scheduler::after_failure(timing, self.failures, retry_after, &mut rng)
             }
-            Ok(None) => return,
-            Err(err) => {
-                self.failures += 1;
-                error!("report not sent: {err}");
-                self.last_outcome = Some(format!("not sent: audit log not writable ({err})"));
-                scheduler::after_failure(timing, self.failures, None, &mut rng)
-            }
+            None => return,
         };
+        self.next = self.settings.enabled().then(|| Instant::now() + delay);
+    }
+
+    /// The audit log could not be opened or written: nothing was sent.
+    fn finish_report_not_sent(&mut self, err: AuditError) {
+        self.failures += 1;
+        error!("report not sent: {err}");
+        self.last_outcome = Some(format!("not sent: {err}"));
+        let delay = scheduler::after_failure(
+            timing(&self.settings),
+            self.failures,
+            None,
+            &mut rand::thread_rng(),
+        );
         self.next = self.settings.enabled().then(|| Instant::now() + delay);
     }
 
@@ -482,12 +512,9 @@ impl Service {
                 self.settings.audit_max_size,
                 self.settings.audit_keep,
             );
-        if audit_changed {
-            if self.audit.is_some() {
-                self.replace_audit();
-            } else {
-                self.reopen_audit = true;
-            }
+        // While a report holds the log, finish_report applies the change.
+        if audit_changed && self.in_flight.is_none() {
+            self.sync_audit_settings();
         }
         let new = &self.settings;
         if !new.enabled() {
@@ -519,12 +546,28 @@ impl Service {
         self.next = Some(Instant::now() + delay);
     }
 
-    /// Opens the audit log the settings now name; on failure the old one
-    /// stays in use.
-    fn replace_audit(&mut self) {
-        match report::open_audit(&self.settings) {
+    /// Brings the open audit log in line with the settings: new rotation
+    /// limits apply to it as it is (reopening would wait on its own lock);
+    /// a new path closes it and opens the new one without waiting for a
+    /// lock. If that fails it is tried again before the next report.
+    fn sync_audit_settings(&mut self) {
+        let Some(audit) = &mut self.audit else {
+            return;
+        };
+        if audit.path() == self.settings.audit_log {
+            audit.set_limits(
+                self.settings.audit_max_size,
+                self.settings.audit_keep.into(),
+            );
+            return;
+        }
+        self.audit = None;
+        match report::open_audit(&self.settings, Duration::ZERO) {
             Ok(audit) => self.audit = Some(audit),
-            Err(err) => error!("keeping the previous audit log: {err}"),
+            Err(err) => error!(
+                "cannot open the audit log {}: {err}; trying again before the next report",
+                self.settings.audit_log.display()
+            ),
         }
     }
 

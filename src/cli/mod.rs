@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit;
+use self::audit::{audit_command, no_audit_log_yet};
+
+mod audit;
+
+use crate::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::exit;
 use crate::report;
 use crate::settings::Settings;
@@ -65,8 +69,16 @@ pub enum Command {
     ///
     /// Writes the payload to the audit log, then sends it. Exits 0 when the
     /// collector answers 2xx, 69 otherwise (the attempt is still audited),
-    /// 73 if the audit log cannot be written (then nothing is sent), and 78
-    /// when surveyclient_interval is 0 (reporting is switched off).
+    /// 73 if the audit log cannot be written or is damaged (then nothing is
+    /// sent), and 78 when surveyclient_interval is 0 (reporting is switched
+    /// off).
+    ///
+    /// Root never writes into a directory another user can write: when the
+    /// log's directory belongs to the service's user (DynamicUser=), the
+    /// payload is collected first, then surveyd switches to that user for
+    /// good and writes the log as them; a directory every user (or a
+    /// non-root group) can write is refused. The running service itself
+    /// sends on `systemctl kill -s USR1 surveyd`.
     Send,
     /// List, show and verify the audit log of sent payloads
     ///
@@ -113,13 +125,27 @@ pub enum AuditAction {
     },
     /// Verify the hash chain; names the first line that was changed,
     /// dropped or reordered
+    ///
+    /// Also compares the oldest and newest lines with the chain's ends
+    /// recorded in the state dir, so lines cut off the start or the end
+    /// are found too. Reads only; never writes.
     Verify,
+    /// Set a damaged log aside and start a new chain, on purpose
+    ///
+    /// A complete line that does not verify stops every write (and so
+    /// every report) until an admin looks. This renames every file of the
+    /// log to NAME.old-chain-<time>[.N] (kept, for investigation) and
+    /// starts a new chain whose first line records what was set aside and
+    /// the old chain's last hash. Like `send`, it never writes as root into
+    /// a directory another user owns: there it acts as that user.
+    NewChain,
 }
 
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::logging::init("surveyd", "SURVEYD_LOG");
+    ignore_file_size_signal();
     let code = match &cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Preview => with_settings(&cli.config, |settings| {
@@ -128,11 +154,15 @@ pub fn main() -> ExitCode {
             exit::OK
         }),
         Command::Send => with_settings(&cli.config, send),
+        Command::Audit {
+            action: Some(AuditAction::NewChain),
+            ..
+        } => with_settings(&cli.config, |settings| new_chain(&settings)),
         Command::Audit { json, action } => with_settings(&cli.config, |settings| {
             if let Some(code) = no_audit_log_yet(&settings, action.as_ref()) {
                 return code;
             }
-            audit_command(&settings.audit_log, *json, action.as_ref())
+            audit_command(&settings, *json, action.as_ref())
         }),
         Command::Run => crate::service::run(&cli.config),
         Command::Reload { pid, wait } => {
@@ -155,6 +185,18 @@ pub fn main() -> ExitCode {
 /// outlived the request's timeout.
 fn runtime() -> crate::service::Runtime {
     crate::service::Runtime::new()
+}
+
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, which kills silently; ignored,
+/// the write fails with EFBIG instead and is reported like any other
+/// failed audit write. Used by both programs.
+pub fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN runs no code in the handler, so nothing in this
+    // process can be interrupted in an unsafe state.
+    if let Err(err) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
+        tracing::warn!("cannot ignore SIGXFSZ: {err}");
+    }
 }
 
 /// Loads the settings, prints warnings, and runs `then`; a configuration
@@ -190,15 +232,20 @@ fn send(settings: Settings) -> u8 {
         );
         return exit::CONFIG;
     }
-    let mut log = match report::open_audit(&settings) {
+    let rt = runtime();
+    // Collected before any change of user, with the invoking user's access.
+    let payload = rt.block_on(report::prepare(&settings));
+    let opened = report::audit_options(&settings, audit_log::LOCK_WAIT).and_then(|options| {
+        let dir = writable_log_dir(&settings)?;
+        report::open_audit_in(dir, &settings, options)
+    });
+    let mut log = match opened {
         Ok(log) => log,
         Err(err) => {
             eprintln!("surveyd: {err}; nothing was sent");
             return exit::CANTCREAT;
         }
     };
-    let rt = runtime();
-    let payload = rt.block_on(report::prepare(&settings));
     match rt.block_on(report::send(
         &settings,
         &mut log,
@@ -228,84 +275,71 @@ fn send(settings: Settings) -> u8 {
     }
 }
 
-/// A fresh installation has no audit log: that is not an error, unless the
-/// state dir says reports were attempted, in which case the log was removed.
-fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>) -> Option<u8> {
-    let log = &settings.audit_log;
-    let rotated = log.with_file_name(format!(
-        "{}.1",
-        log.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    if log.exists() || rotated.exists() {
-        return None;
-    }
-    if let Some(attempt) = report::last_attempt(&settings.state_dir) {
-        eprintln!(
-            "surveyd: audit log {} is missing, but {} records a report attempted at {}",
-            log.display(),
-            settings.state_dir.display(),
-            humantime::format_rfc3339_seconds(attempt)
-        );
-        return Some(exit::DATAERR);
-    }
-    match action {
-        Some(AuditAction::Show { seq }) => {
-            eprintln!("surveyd: no report with sequence number {seq}: no report was sent yet");
-            Some(exit::DATAERR)
-        }
-        _ => {
-            eprintln!(
-                "surveyd: no report was sent yet (no audit log at {})",
-                log.display()
+/// `surveyd audit new-chain`.
+fn new_chain(settings: &Settings) -> u8 {
+    let started = report::audit_options(settings, audit_log::LOCK_WAIT).and_then(|options| {
+        let dir = writable_log_dir(settings)?;
+        AuditLog::start_new_chain(dir, &settings.audit_log, options)
+    });
+    match started {
+        Ok((_log, chain)) => {
+            let set_aside: Vec<String> = chain
+                .set_aside
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            println!(
+                "started a new audit chain in {}: entry {} records that the old chain \
+                 (last seq {}, sha256 {}) was set aside as: {}",
+                settings.audit_log.display(),
+                chain.seq,
+                chain
+                    .old_last_seq
+                    .map_or_else(|| "unknown".to_owned(), |seq| seq.to_string()),
+                chain.old_last_hash.as_deref().unwrap_or("none"),
+                if set_aside.is_empty() {
+                    "nothing (there was no log)".to_owned()
+                } else {
+                    set_aside.join(", ")
+                }
             );
-            Some(exit::OK)
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("surveyd: cannot start a new audit chain: {err}");
+            exit::CANTCREAT
         }
     }
 }
 
-fn audit_command(path: &Path, json: bool, action: Option<&AuditAction>) -> u8 {
-    match action {
-        None => match audit::list(path) {
-            Ok(rows) => {
-                if json {
-                    print!("{}", audit::format_json_lines(&rows));
-                } else {
-                    print!("{}", audit::format_table(&rows));
-                }
-                exit::OK
-            }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
-        },
-        Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
-            Ok(Some(entry)) => {
-                let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
-                println!("{body}");
-                exit::OK
-            }
-            Ok(None) => {
-                eprintln!(
-                    "surveyd: no report with sequence number {seq} in {}",
-                    path.display()
-                );
-                exit::DATAERR
-            }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
-        },
-        Some(AuditAction::Verify) => match audit::verify(path) {
-            Ok(report) => {
-                println!("{report}");
-                exit::OK
-            }
-            Err(failure) => {
-                eprintln!("surveyd: audit log verification FAILED: {failure}");
-                exit::DATAERR
-            }
-        },
+/// Opens the log's directory for a one-shot writer (`send`, `audit
+/// new-chain`). Root in a directory another user owns becomes that user,
+/// irreversibly (the command ends after this one write), instead of
+/// writing there as root; the directory stays open across the switch, so
+/// a path the owner could not traverse (DynamicUser's /var/log/private)
+/// still works.
+fn writable_log_dir(settings: &Settings) -> Result<LogDir, AuditError> {
+    let dir = LogDir::for_log(&settings.audit_log)?;
+    if let RootWrite::AsOwner { uid, gid } = dir.root_write()? {
+        act_as(uid, gid).map_err(|err| AuditError::UnsafeDir {
+            path: dir.path().to_owned(),
+            why: format!("it belongs to uid {uid}, and switching to that user failed: {err}"),
+        })?;
+        eprintln!(
+            "surveyd: {} belongs to uid {uid}: writing the audit log as that user, not as root",
+            dir.path().display()
+        );
     }
+    Ok(dir)
+}
+
+/// Drops every privilege of root for good: supplementary groups, then
+/// group, then user (in that order, while still allowed to).
+fn act_as(uid: u32, gid: u32) -> nix::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let gid = Gid::from_raw(gid);
+    let uid = Uid::from_raw(uid);
+    setgroups(&[gid])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)
 }

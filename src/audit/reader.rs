@@ -1,0 +1,189 @@
+//! Reading the log back: every entry in chain order, one send's payload,
+//! and the sends paired with their results for `surveyd audit`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::*;
+
+/// One line of the log, as read back. Fields an event does not have are
+/// `None`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub time: String,
+    pub event: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The payload exactly as sent.
+    #[serde(default)]
+    pub body: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub body_sha256: Option<String>,
+    #[serde(default)]
+    pub of: Option<u64>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub torn_bytes: Option<u64>,
+    #[serde(default)]
+    pub saved_to: Option<String>,
+    pub prev: String,
+    /// The line as stored, without its `\n`.
+    #[serde(skip)]
+    pub raw: String,
+}
+
+/// Reads every entry, rotated files oldest first, then the current file.
+/// A torn last line (still being written, or left by a crash) is skipped;
+/// any other unreadable line is an error. Opens nothing through a link,
+/// writes nothing, and reads no line longer than [`MAX_LINE`].
+pub fn read_entries(path: &Path) -> Result<Vec<Entry>, AuditError> {
+    let (dir, name) = open_for_reading(path)?;
+    let files = log_files(&dir, &name).map_err(|source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut entries = Vec::new();
+    for file_name in files {
+        let file_path = dir.join(&file_name);
+        let Some(file) = dir
+            .open_existing(&file_name)
+            .map_err(|source| AuditError::Read {
+                path: file_path.clone(),
+                source,
+            })?
+        else {
+            continue;
+        };
+        for_each_line(&file, &file_path, |number, line| {
+            let entry = parse_line(line).map_err(|reason| AuditError::BadLine {
+                path: file_path.clone(),
+                line: number,
+                reason,
+            })?;
+            entries.push(entry);
+            Ok(())
+        })?;
+    }
+    Ok(entries)
+}
+
+/// Calls `each` with the number (1-based) and bytes (without `\n`) of
+/// every complete line of `file`, read from its current offset. Bytes
+/// after the last `\n` are not a line. A line longer than [`MAX_LINE`] is
+/// an error naming it, and is not read into memory.
+pub(super) fn for_each_line(
+    file: &File,
+    path: &Path,
+    mut each: impl FnMut(usize, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        number += 1;
+        match buf.split_last() {
+            Some((b'\n', line)) => each(number, line)?,
+            Some(_) if buf.len() > MAX_LINE => {
+                return Err(AuditError::BadLine {
+                    path: path.to_owned(),
+                    line: number,
+                    reason: Problem::TooLong,
+                })
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+pub(super) fn parse_line(line: &[u8]) -> Result<Entry, Problem> {
+    let mut entry: Entry = serde_json::from_slice(line).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Problem::NotAnEntry(e.to_string()),
+        _ => Problem::NotJson,
+    })?;
+    // Parsing succeeded, so the line is valid UTF-8.
+    entry.raw = String::from_utf8_lossy(line).into_owned();
+    Ok(entry)
+}
+
+/// The send entry with this seq, for `surveyd audit show SEQ`.
+pub fn find_send(path: &Path, seq: u64) -> Result<Option<Entry>, AuditError> {
+    Ok(read_entries(path)?
+        .into_iter()
+        .find(|entry| entry.seq == seq && entry.event == "send"))
+}
+
+/// One send and its outcome, for `surveyd audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListRow {
+    pub seq: u64,
+    pub time: String,
+    pub url: String,
+    /// `HTTP 204`, `error: ...`, or `no result`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Bytes sent.
+    pub body_size: usize,
+    pub body_sha256: String,
+}
+
+/// Pairs each send with its result, in log order.
+pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
+    let results: HashMap<u64, &Entry> = entries
+        .iter()
+        .filter(|entry| entry.event == "result")
+        .filter_map(|entry| entry.of.map(|of| (of, entry)))
+        .collect();
+    entries
+        .iter()
+        .filter(|entry| entry.event == "send")
+        .map(|send| {
+            let result = results.get(&send.seq);
+            let status = result.and_then(|r| r.status);
+            let error = result.and_then(|r| r.error.clone());
+            let outcome = match (result, status, &error) {
+                (None, _, _) => "no result".to_owned(),
+                (Some(_), Some(status), None) => format!("HTTP {status}"),
+                (Some(_), Some(status), Some(error)) => format!("HTTP {status}: {error}"),
+                (Some(_), None, Some(error)) => format!("error: {error}"),
+                (Some(_), None, None) => "finished without status".to_owned(),
+            };
+            ListRow {
+                seq: send.seq,
+                time: send.time.clone(),
+                url: send.url.clone().unwrap_or_default(),
+                outcome,
+                status,
+                error,
+                duration_ms: result.and_then(|r| r.duration_ms),
+                body_size: send.body.as_ref().map_or(0, |body| body.get().len()),
+                body_sha256: send.body_sha256.clone().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// The rows of every send in the log at `path`.
+pub fn list(path: &Path) -> Result<Vec<ListRow>, AuditError> {
+    Ok(list_rows(&read_entries(path)?))
+}

@@ -1,0 +1,217 @@
+//! `surveyd audit`, `audit show` and `audit verify`: what the admin sees
+//! of the audit log (the log itself lives in `crate::audit`).
+
+use super::AuditAction;
+use crate::audit::{self, ListRow};
+use crate::exit;
+use crate::report;
+use crate::settings::Settings;
+
+/// A fresh installation has no audit log: that is not an error, unless the
+/// state dir says reports were attempted, in which case the log was removed.
+pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>) -> Option<u8> {
+    let log = &settings.audit_log;
+    let rotated = log.with_file_name(format!(
+        "{}.1",
+        log.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if log.symlink_metadata().is_ok() || rotated.symlink_metadata().is_ok() {
+        return None;
+    }
+    if let Some(attempt) = report::last_attempt(&settings.state_dir) {
+        eprintln!(
+            "surveyd: audit log {} is missing, but {} records a report attempted at {}",
+            log.display(),
+            settings.state_dir.display(),
+            humantime::format_rfc3339_seconds(attempt)
+        );
+        return Some(exit::DATAERR);
+    }
+    match action {
+        Some(AuditAction::Show { seq }) => {
+            eprintln!("surveyd: no report with sequence number {seq}: no report was sent yet");
+            Some(exit::DATAERR)
+        }
+        _ => {
+            eprintln!(
+                "surveyd: no report was sent yet (no audit log at {})",
+                log.display()
+            );
+            Some(exit::OK)
+        }
+    }
+}
+
+pub(super) fn audit_command(settings: &Settings, json: bool, action: Option<&AuditAction>) -> u8 {
+    let path = settings.audit_log.as_path();
+    match action {
+        None => match audit::list(path) {
+            Ok(rows) => {
+                if json {
+                    print!("{}", format_json_lines(&rows));
+                } else {
+                    print!("{}", format_table(&rows));
+                }
+                exit::OK
+            }
+            Err(err) => {
+                eprintln!("surveyd: {err}");
+                exit::IOERR
+            }
+        },
+        Some(AuditAction::NewChain) => super::new_chain(settings),
+        Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
+            Ok(Some(entry)) => {
+                let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
+                println!("{body}");
+                exit::OK
+            }
+            Ok(None) => {
+                eprintln!(
+                    "surveyd: no report with sequence number {seq} in {}",
+                    path.display()
+                );
+                exit::DATAERR
+            }
+            Err(err) => {
+                eprintln!("surveyd: {err}");
+                exit::IOERR
+            }
+        },
+        Some(AuditAction::Verify) => {
+            match audit::verify(path, Some(&settings.state_dir.join(audit::CHAIN_ENDS_FILE))) {
+                Ok(report) => {
+                    println!("{report}");
+                    exit::OK
+                }
+                Err(failure) => {
+                    eprintln!("surveyd: audit log verification FAILED: {failure}");
+                    exit::DATAERR
+                }
+            }
+        }
+    }
+}
+
+/// The widest a table cell gets; longer text (a planted 64 KiB URL) is
+/// cut in the middle, so both its start and its end stay visible.
+const MAX_CELL: usize = 120;
+
+/// A table for people: one send per line, hashes shortened to 12 digits,
+/// very long fields shortened.
+pub fn format_table(rows: &[ListRow]) -> String {
+    let header = ["SEQ", "TIME", "URL", "OUTCOME", "SIZE", "SHA256"];
+    let mut cells: Vec<[String; 6]> = vec![header.map(str::to_owned)];
+    for row in rows {
+        cells.push([
+            row.seq.to_string(),
+            row.time.clone(),
+            shorten(&printable(&row.url)),
+            shorten(&printable(&row.outcome)),
+            row.body_size.to_string(),
+            row.body_sha256.chars().take(12).collect(),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if column > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let padding = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', padding));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Error texts come from the network; keep them from breaking the table.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `text` cut to [`MAX_CELL`] characters with `…` in the middle.
+fn shorten(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_CELL {
+        return text.to_owned();
+    }
+    let keep = MAX_CELL - 1;
+    let head: String = text.chars().take(keep - keep / 3).collect();
+    let tail: String = text.chars().skip(count - keep / 3).collect();
+    format!("{head}…{tail}")
+}
+
+/// The rows as JSON Lines (full hashes), for `surveyd audit --json`.
+pub fn format_json_lines(rows: &[ListRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        // A ListRow holds only strings and numbers, which always serialise.
+        if let Ok(line) = serde_json::to_string(row) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, outcome: &str, status: Option<u16>, sha: &str) -> ListRow {
+        ListRow {
+            seq,
+            time: "2026-01-01T00:00:00Z".into(),
+            url: "https://stats.example.org/api/stats/v1/submit".into(),
+            outcome: outcome.into(),
+            status,
+            error: None,
+            duration_ms: Some(40),
+            body_size: 10,
+            body_sha256: sha.into(),
+        }
+    }
+
+    #[test]
+    fn table_shortens_hashes_and_flattens_control_characters_and_json_keeps_everything() {
+        let sha = "ab".repeat(32);
+        let rows = vec![
+            row(1, "HTTP 204", Some(204), &sha),
+            row(3, "error: timed out\nafter 30s", None, &sha),
+            row(5, "no result", None, &sha),
+        ];
+        let table = format_table(&rows);
+        let table_lines: Vec<&str> = table.lines().collect();
+        assert_eq!(table_lines.len(), 4, "{table}");
+        assert!(table_lines[0].starts_with("SEQ"));
+        assert!(table_lines[1].contains("HTTP 204"));
+        assert!(table_lines[1].contains(&sha[..12]));
+        assert!(!table_lines[1].contains(&sha[..13]));
+        assert!(table_lines[2].contains("error: timed out after 30s"));
+        assert!(table_lines[3].contains("no result"));
+
+        let json = format_json_lines(&rows);
+        let parsed: Vec<serde_json::Value> = json
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0]["outcome"], "HTTP 204");
+        assert_eq!(parsed[0]["status"], 204);
+        assert_eq!(parsed[2]["status"], serde_json::Value::Null);
+        assert_eq!(parsed[1]["body_sha256"], sha);
+    }
+}
