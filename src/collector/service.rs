@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, TlsConfig};
 use super::http::{accept_loop, Ingest, Limits};
+use super::limits::raise_nofile_limit;
 use super::store::{spawn_writer, Access, Store};
 use super::Failure;
 use crate::exit;
@@ -47,8 +48,10 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(exit::OSERR, e))?;
 
+    let nofile = raise_nofile_limit();
+    let limits = Limits::from_config(&config, nofile);
     let (writer, writer_task) = spawn_writer(store, config.batch_size);
-    let ingest = Arc::new(Ingest::new(&config, tls, writer));
+    let ingest = Arc::new(Ingest::new(&config, limits, tls, writer));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
 
@@ -59,7 +62,11 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     };
     let place = format!("{scheme}://{local} into {}", database.display());
     tracing::info!("listening on {local} ({place})");
-    let mut monitor = Monitor { place, note: None };
+    let mut monitor = Monitor {
+        place,
+        note: None,
+        nofile,
+    };
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&monitor.status(&ingest)),
@@ -120,6 +127,8 @@ struct Monitor {
     place: String,
     /// Set while the configuration on disk is not the one running.
     note: Option<String>,
+    /// The open-file limit the connection caps are fitted to.
+    nofile: u64,
 }
 
 impl Monitor {
@@ -133,8 +142,11 @@ impl Monitor {
     fn status(&self, ingest: &Ingest) -> String {
         let (stored, refused) = self.counts(ingest);
         let base = format!(
-            "listening on {}; {stored} reports stored, {refused} refused",
-            self.place
+            "listening on {}; {stored} reports stored, {refused} refused; \
+             {} connections open, {} shed",
+            self.place,
+            ingest.connections.open(),
+            ingest.connections.shed.load(Ordering::Relaxed)
         );
         match &self.note {
             Some(note) => format!("{note}; {base}"),
@@ -144,7 +156,8 @@ impl Monitor {
 }
 
 /// Re-read the file and apply what can change without a restart: path,
-/// body limit, rate limit, TLS certificate. A bad file changes nothing.
+/// body limit, connection caps, rate limit, TLS certificate. A bad file
+/// changes nothing.
 fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) -> Config {
     let mut reloading = vec![NotifyState::Reloading];
     // systemd >= 253 needs the timestamp in the same datagram.
@@ -160,7 +173,7 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
     });
     let next = match loaded {
         Ok((new, tls)) => {
-            ingest.set_limits(Limits::from_config(&new));
+            ingest.set_limits(Limits::from_config(&new, monitor.nofile));
             if let Some(tls) = tls {
                 ingest.set_tls(TlsAcceptor::from(tls));
             }
@@ -168,6 +181,10 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
                 ("listen", running.listen != new.listen),
                 ("database", running.database != new.database),
                 ("batch_size", running.batch_size != new.batch_size),
+                (
+                    "max_body_memory_bytes",
+                    running.max_body_memory_bytes != new.max_body_memory_bytes,
+                ),
                 ("tls", running.tls.is_some() != new.tls.is_some()),
             ]
             .into_iter()
