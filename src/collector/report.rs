@@ -333,13 +333,23 @@ mod tests {
         r.userplugin = Some("-2+3".into());
         r.osrelease = Some("Debian \u{202E}txt.exe\u{2028}next".into());
         let c = csv(&[r.clone()]);
-        assert!(c.contains("\"'=HYPERLINK(\"\"http://x.example/\"\",\"\"click\"\")\""), "{c}");
+        assert!(
+            c.contains("\"'=HYPERLINK(\"\"http://x.example/\"\",\"\"click\"\")\""),
+            "{c}"
+        );
         assert!(c.contains(",'@SUM(A1),"), "{c}");
         assert!(c.contains(",'-2+3,"), "{c}");
         assert!(c.contains(",12,"), "numbers are left alone: {c}");
         let escaped_os = "Debian \\u{202e}txt.exe\\u{2028}next";
-        for (format, out) in [("csv", c), ("table", table(&[r.clone()])), ("json", json(&[r]))] {
-            assert!(!out.contains('\u{202E}') && !out.contains('\u{2028}'), "{format}: {out}");
+        for (format, out) in [
+            ("csv", c),
+            ("table", table(&[r.clone()])),
+            ("json", json(&[r])),
+        ] {
+            assert!(
+                !out.contains('\u{202E}') && !out.contains('\u{2028}'),
+                "{format}: {out}"
+            );
             let want = if format == "json" {
                 escaped_os.replace('\\', "\\\\")
             } else {
