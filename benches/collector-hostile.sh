@@ -8,7 +8,8 @@
 # (off, so that the load reaches the connection caps and the body budget):
 #   idle:   one address opens IDLE idle connections while another posts
 #           reports; prints the other client's latencies and the shed count;
-#   memory: ROUNDS rounds of BODIES concurrent 64 KiB bodies; prints VmRSS
+#   memory: ROUNDS rounds of BODIES concurrent 64 KiB bodies from one
+#           address (per-source cap raised to BODIES); prints VmRSS
 #           after each round and the peak.
 # The client needs one descriptor per idle connection: the script raises
 # its own open-file limit to the hard limit (IDLE + 100 at least).

@@ -129,6 +129,11 @@ impl Ingest {
         }
     }
 
+    /// Give freed heap back to the system if a burst of bodies has passed.
+    pub fn trim_if_idle(&self) {
+        self.bodies.trim_if_idle();
+    }
+
     pub fn writer(&self) -> &WriterHandle {
         &self.writer
     }
@@ -383,7 +388,7 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     let parsed = parse_report(&body);
     drop(body);
     drop(reservation);
-    ingest.bodies.after_release();
+    ingest.bodies.trim_if_idle();
     let report = match parsed {
         Ok(r) => r,
         Err(reason) => return text(StatusCode::BAD_REQUEST, &reason.0),

@@ -130,7 +130,6 @@ impl Connections {
             }
         };
         if result.is_err() {
-            by_source.retain(|_, n| *n > 0);
             self.shed.fetch_add(1, Ordering::Relaxed);
         }
         result
@@ -195,9 +194,10 @@ impl BodyBudget {
         self.total.saturating_sub(self.bytes.available_permits())
     }
 
-    /// Called after a request let go of its reservation: once nothing is in
-    /// flight and a burst has passed, give freed heap back to the system.
-    pub fn after_release(&self) {
+    /// Called after a request let go of its reservation, and now and then
+    /// by the service loop: once nothing is in flight and a burst has
+    /// passed, give freed heap back to the system.
+    pub fn trim_if_idle(&self) {
         if self.in_flight() == 0 && self.since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_BYTES {
             self.since_trim.store(0, Ordering::Relaxed);
             // malloc_trim walks the whole heap; keep it off the runtime's

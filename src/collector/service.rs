@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -41,8 +43,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         )),
         None => None,
     };
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = listen(addr)
         .map_err(|e| Failure::new(exit::OSERR, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
@@ -102,6 +103,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
             }
             _ = status_tick.tick() => {
                 notify(&[NotifyState::Status(&monitor.status(&ingest))]);
+                // A burst that ended in refusals never passed the trim
+                // check after a parsed report.
+                ingest.trim_if_idle();
             }
             _ = &mut acceptor => {
                 return Err(Failure::new(exit::SOFTWARE, "the listener stopped unexpectedly"));
@@ -120,6 +124,26 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let _ = writer_task.await;
     tracing::info!("stopped after {stored} reports stored, {refused} refused");
     Ok(())
+}
+
+/// Connections the kernel queues for accept. tokio's default of 1024
+/// fills within milliseconds when one address opens thousands of
+/// connections at once; a client whose SYN finds the queue full waits a
+/// whole second for the retransmit, however fast those are shed.
+/// The kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restart can bind while old connections
+    // of the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What STATUS says.
