@@ -231,7 +231,7 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
         }
     }
 
-    let document = json!({"version": 2, "stats": Value::Object(stats)});
+    let document = json!({"version": wire::PAYLOAD_VERSION, "stats": Value::Object(stats)});
     Payload {
         bytes: serde_json::to_vec(&document).expect("JSON values always serialise"),
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/surveyd/collector.toml";
 /// The path every client, upstream or surveyd, posts to by default; it is
 /// always accepted, `path` can add one more.
-pub const STANDARD_PATH: &str = "/api/stats/v1/submit";
+pub const STANDARD_PATH: &str = crate::wire::SUBMIT_PATH;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

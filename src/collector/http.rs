@@ -30,6 +30,7 @@ use super::ingest::parse_report;
 use super::limits::{BodyBudget, ConnectionCaps, Connections, Shed, Slot};
 use super::ratelimit::RateLimiter;
 use super::store::WriterHandle;
+use crate::wire;
 
 /// A client that opens a connection must finish its headers, its TLS
 /// handshake and its body within these.
@@ -326,8 +327,8 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     }
     if req
         .headers()
-        .get("x-kopano-stats-request")
-        .is_none_or(|v| v.as_bytes() != b"1")
+        .get(wire::STATS_REQUEST_HEADER)
+        .is_none_or(|v| v.as_bytes() != wire::STATS_REQUEST_VALUE.as_bytes())
     {
         return early(
             StatusCode::BAD_REQUEST,
@@ -430,7 +431,7 @@ fn is_json(value: Option<&HeaderValue>) -> bool {
         return false;
     };
     let media = v.split(';').next().unwrap_or("").trim();
-    media.eq_ignore_ascii_case("application/json")
+    media.eq_ignore_ascii_case(wire::CONTENT_TYPE)
 }
 
 #[cfg(test)]

@@ -420,10 +420,11 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     })?;
     match envelope.version {
         None => return Err(reject("missing \"version\"")),
-        Some(Field::Int(2)) => {}
+        Some(Field::Int(v)) if v == i64::from(wire::PAYLOAD_VERSION) => {}
         Some(Field::Int(v)) => {
             return Err(reject(format!(
-                "unsupported version {v}; this collector accepts version 2"
+                "unsupported version {v}; this collector accepts version {}",
+                wire::PAYLOAD_VERSION
             )))
         }
         Some(_) => return Err(reject("\"version\" is not a supported integer")),
