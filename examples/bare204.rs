@@ -38,6 +38,7 @@ async fn main() -> std::io::Result<()> {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
+                .max_buf_size(16 * 1024)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service_fn(no_content))
                 .await;

@@ -17,3 +17,4 @@ pub mod scheduler;
 pub mod service;
 pub mod settings;
 pub mod transport;
+pub mod wire;

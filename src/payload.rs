@@ -1,8 +1,12 @@
-//! The report payload: upstream kopano-server's version-2 JSON, its field
-//! names, and the canonical bytes (sorted keys, no whitespace) that are
-//! audited and sent.
+//! The report payload: upstream kopano-server's version-2 JSON, the fields
+//! surveyd sends (typed and limited by [`crate::wire`]), and the canonical
+//! bytes (sorted keys, no whitespace) that are audited and sent. A value
+//! the collector would refuse is fitted or left out here, with a warning,
+//! before anything is audited: a report is never sent to be refused on
+//! every retry.
 
-/// Every field a report can carry, by its name on the wire.
+/// Every field surveyd can send, by its name on the wire: the
+/// [`crate::wire::FIELDS`] not reserved to upstream clients.
 pub const FIELD_NAMES: &[&str] = &[
     "machine_id_hash",
     "server_guid_hash",
@@ -21,11 +25,15 @@ pub const FIELD_NAMES: &[&str] = &[
     "usercnt_room",
 ];
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
+use tracing::warn;
 
 use crate::privacy::{bucket_count, IdScheme, RawId};
+use crate::settings::Settings;
+use crate::wire::{self, JsonType, Sender};
 
 /// How a field is typed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,28 +42,64 @@ pub enum FieldType {
     Count,
 }
 
+/// The wire contract's entry for a field surveyd sends.
+fn sendable(name: &str) -> Option<&'static wire::Field> {
+    wire::field(name).filter(|f| f.sender != Sender::Upstream)
+}
+
 /// The type and the human description upstream's collector shows for each
-/// field. Counts carry upstream's own descriptions.
+/// field surveyd sends.
 pub fn field_spec(name: &str) -> Option<(FieldType, &'static str)> {
-    use FieldType::*;
-    Some(match name {
-        "machine_id_hash" => (Text, "Machine ID, hashed on the sending machine"),
-        "server_guid_hash" => (Text, "Server GUID, hashed on the sending machine"),
-        "id_scheme" => (Text, "How the IDs were hashed"),
-        "program_name" => (Text, "Program name"),
-        "program_version" => (Text, "Program version"),
-        "osrelease" => (Text, "OS release"),
-        "utsname" => (Text, "Kernel name, architecture and release"),
-        "userplugin" => (Text, "User plugin"),
-        "attachment_storage" => (Text, "Attachment storage"),
-        "usercnt_active" => (Count, "Number of active users"),
-        "usercnt_contact" => (Count, "Number of contacts"),
-        "usercnt_equipment" => (Count, "Number of equipment"),
-        "usercnt_na_user" => (Count, "Number of non-active users"),
-        "usercnt_nonactive" => (Count, "Number of total non-active objects"),
-        "usercnt_room" => (Count, "Number of rooms"),
-        _ => return None,
+    let field = sendable(name)?;
+    let kind = match field.json_type {
+        JsonType::String => FieldType::Text,
+        JsonType::Int => FieldType::Count,
+    };
+    Some((kind, field.desc))
+}
+
+/// A text value as the collector will accept it, or `None` when it cannot
+/// be made acceptable; `Some(Err)` says why the value had to change.
+fn fit<'a>(field: &wire::Field, value: &'a str) -> Option<(Cow<'a, str>, Option<wire::Violation>)> {
+    let fitted = field.fit_text(value)?;
+    let why = field.check_text(value).err();
+    Some((fitted, why))
+}
+
+/// `check-config`'s warnings about static facts (`surveyclient_program_*`)
+/// the collector would refuse as they are: each names the key, the rule and
+/// what is sent instead. A configured server GUID is hashed before sending,
+/// so it always fits.
+pub fn static_fact_warnings(settings: &Settings) -> Vec<String> {
+    [
+        (
+            "surveyclient_program_name",
+            "program_name",
+            &settings.program_name,
+        ),
+        (
+            "surveyclient_program_version",
+            "program_version",
+            &settings.program_version,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, name, value)| {
+        let field = sendable(name)?;
+        let value = value.as_deref()?;
+        match fit(field, value) {
+            Some((_, None)) => None,
+            Some((fitted, Some(why))) => Some(format!(
+                "{key}: the value {why}; reports carry it fitted to the wire limits \
+                 ({} bytes, controls replaced by spaces, bidirectional formatting removed)",
+                fitted.len()
+            )),
+            None => Some(format!(
+                "{key}: the value cannot be sent; {name} is left out"
+            )),
+        }
     })
+    .collect()
 }
 
 /// One collected fact, before privacy rules apply.
@@ -115,20 +159,40 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
         if options.omit.contains(name) {
             return;
         }
-        let Some((kind, desc)) = field_spec(name) else {
+        let Some(field) = sendable(name) else {
             return;
         };
-        let entry = match (kind, value) {
-            (FieldType::Text, FactValue::Text(text)) => {
-                json!({"desc": desc, "type": "string", "value": text})
-            }
-            (FieldType::Count, FactValue::Count(n)) => {
+        let entry = match (field.json_type, value) {
+            (JsonType::String, FactValue::Text(text)) => match fit(field, &text) {
+                Some((fitted, why)) => {
+                    if let Some(why) = why {
+                        warn!(
+                            "{name}: the value {why}; sent fitted to the collector's limits \
+                             ({} bytes, controls replaced by spaces, bidirectional formatting removed)",
+                            fitted.len()
+                        );
+                    }
+                    json!({"desc": field.desc, "type": "string", "value": fitted})
+                }
+                None => {
+                    warn!(
+                        "{name}: {}; left out of the report",
+                        wire_reason(field, &text)
+                    );
+                    return;
+                }
+            },
+            (JsonType::Int, FactValue::Count(n)) => {
                 let n = if options.bucket_counts {
                     bucket_count(n)
                 } else {
                     n
                 };
-                json!({"desc": desc, "type": "int", "mode": "gauge", "value": n})
+                if let Err(why) = field.check_count(n) {
+                    warn!("{name}: {why}; left out of the report");
+                    return;
+                }
+                json!({"desc": field.desc, "type": "int", "mode": field.mode, "value": n})
             }
             // A source that gave text for a count (or the reverse) was
             // already rejected when it was read; never send a mistyped field.
@@ -167,9 +231,17 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
         }
     }
 
-    let document = json!({"version": 2, "stats": Value::Object(stats)});
+    let document = json!({"version": wire::PAYLOAD_VERSION, "stats": Value::Object(stats)});
     Payload {
         bytes: serde_json::to_vec(&document).expect("JSON values always serialise"),
+    }
+}
+
+/// Why a value that could not be fitted breaks its field's rule.
+fn wire_reason(field: &wire::Field, value: &str) -> String {
+    match field.check_text(value) {
+        Err(why) => why.to_string(),
+        Ok(()) => "the value does not fit".into(),
     }
 }
 
@@ -276,5 +348,115 @@ mod tests {
         let stats = build(&f, &options()).stats();
         assert!(!stats.contains_key("usercnt_room"));
         assert!(!stats.contains_key("secret_field"));
+    }
+
+    /// The column value the collector stored for wire field `name`.
+    fn stored(r: &crate::collector::ingest::Report, name: &str) -> Option<Value> {
+        let text = |v: &Option<String>| v.clone().map(Value::from);
+        let count = |v: Option<i64>| v.map(Value::from);
+        match name {
+            "machine_id_hash" => text(&r.machine_id_sha256),
+            "server_guid_hash" => text(&r.server_guid_sha256),
+            "id_scheme" => Some(Value::from(
+                if r.flags & crate::collector::ingest::FLAG_ID_APP_V1 != 0 {
+                    "app-v1"
+                } else {
+                    "sha256"
+                },
+            )),
+            "program_name" => text(&r.program_name),
+            "program_version" => text(&r.program_version),
+            "osrelease" => text(&r.osrelease),
+            "utsname" => text(&r.utsname),
+            "userplugin" => text(&r.userplugin),
+            "attachment_storage" => text(&r.attachment_storage),
+            "usercnt_active" => count(r.usercnt_active),
+            "usercnt_contact" => count(r.usercnt_contact),
+            "usercnt_equipment" => count(r.usercnt_equipment),
+            "usercnt_na_user" => count(r.usercnt_na_user),
+            "usercnt_nonactive" => count(r.usercnt_nonactive),
+            "usercnt_room" => count(r.usercnt_room),
+            other => panic!("field {other} has no column in this test"),
+        }
+    }
+
+    /// Build with every field set to `text`/`count`, hand the bytes to the
+    /// collector's parser, and check each field sent is stored as sent.
+    fn round_trip(text: &str, count: u64, opts: &PayloadOptions) -> Map<String, Value> {
+        let mut f = facts();
+        for name in FIELD_NAMES {
+            match field_spec(name).unwrap().0 {
+                FieldType::Text => f
+                    .values
+                    .insert(name.to_string(), FactValue::Text(text.into())),
+                FieldType::Count => f.values.insert(name.to_string(), FactValue::Count(count)),
+            };
+        }
+        let payload = build(&f, opts);
+        let report = crate::collector::ingest::parse_report(payload.as_bytes())
+            .unwrap_or_else(|e| panic!("collector refused what surveyd built from {text:?}: {e}"));
+        let stats = payload.stats();
+        for (name, entry) in &stats {
+            assert_eq!(
+                stored(&report, name).as_ref(),
+                Some(&entry["value"]),
+                "{name} sent but not stored as sent"
+            );
+        }
+        stats
+    }
+
+    #[test]
+    fn the_wire_contract_lists_exactly_the_fields_surveyd_sends() {
+        let from_contract: Vec<&str> = wire::FIELDS
+            .iter()
+            .filter(|f| f.sender != Sender::Upstream)
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(from_contract, FIELD_NAMES);
+        for f in wire::FIELDS.iter().filter(|f| f.sender != Sender::Upstream) {
+            assert!(
+                f.column.is_some() || f.name == "id_scheme",
+                "{} is sent but has no column",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_surveyd_builds_is_accepted_and_stored_by_the_collector() {
+        let hostile = format!(
+            "{}\t\u{202E}\u{2028}\n\u{1b}[31m{}\u{85}",
+            "é".repeat(100),
+            "x".repeat(300)
+        );
+        for scheme in [IdScheme::App, IdScheme::Sha256] {
+            for bucket_counts in [false, true] {
+                let opts = PayloadOptions {
+                    scheme,
+                    bucket_counts,
+                    ..options()
+                };
+                let all = round_trip("plain value", wire::MAX_COUNT, &opts);
+                assert_eq!(all.len(), FIELD_NAMES.len(), "in range: every field sent");
+                let fitted = round_trip(&hostile, 5 * wire::MAX_COUNT, &opts);
+                let version = fitted["program_version"]["value"].as_str().unwrap();
+                assert_eq!(version.len(), wire::MAX_TEXT_BYTES);
+                assert!(version.starts_with(&format!("{} ", "é".repeat(100))));
+                assert!(
+                    !fitted.contains_key("usercnt_active"),
+                    "out of range: left out"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text a fact source produces, the collector accepts the
+        /// report built from it.
+        #[test]
+        fn no_text_fact_makes_the_collector_refuse_the_report(text in "(?s).{0,400}") {
+            round_trip(&text, 7, &options());
+        }
     }
 }

@@ -67,6 +67,7 @@ fn notifies_ready_watchdog_reload_and_stopping() {
                 ("NOTIFY_SOCKET", systemd.path.clone()),
                 ("WATCHDOG_USEC", "400000".into()),
             ],
+            ..Options::default()
         },
     );
     let ready = systemd.wait_for("READY=1", |m| has_line(m, "READY=1"));

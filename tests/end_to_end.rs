@@ -98,3 +98,80 @@ fn surveyd_send_over_https_lands_a_row_in_the_real_collector() {
         }
     });
 }
+
+/// Values the collector would refuse (a tab in program_name, a 300-byte
+/// program_version, an os-release name over the limit with a bidi
+/// override) are fitted to the wire contract by surveyd before they are
+/// audited: `check-config` warns, `send` warns and is accepted, and the
+/// row holds exactly what the audit log says was sent.
+#[test]
+fn values_the_collector_would_refuse_are_fitted_before_they_are_audited_and_sent() {
+    for_each_backend("e2e_fitted_values", |backend| {
+        let collector = Collector::start(&backend);
+        let install = Install::new();
+        let facts = install.path("facts.json");
+        let long_os = format!("Debian \u{202E}{}", "x".repeat(300));
+        std::fs::write(
+            &facts,
+            serde_json::json!({"osrelease": long_os, "usercnt_active": 3}).to_string(),
+        )
+        .unwrap();
+        let version = "9".repeat(300);
+        install.write_config(
+            &format!(
+                "http://127.0.0.1:{}/api/stats/v1/submit",
+                collector.addr.port()
+            ),
+            &format!(
+                "surveyclient_program_name = kopano\tserver\n\
+                 surveyclient_program_version = {version}\n\
+                 surveyclient_facts = file:{}\n",
+                facts.display()
+            ),
+        );
+        let check = install.run(&["check-config"]);
+        assert!(check.status.success(), "{}", stderr(&check));
+        let warnings = stderr(&check);
+        for key in ["surveyclient_program_name", "surveyclient_program_version"] {
+            assert!(
+                warnings.contains(&format!("warning: {key}: the value")),
+                "check-config does not warn about {key}: {warnings}"
+            );
+        }
+
+        let out = install.run(&["send"]);
+        assert!(
+            out.status.success(),
+            "{}: a fitted report is accepted: {}",
+            backend.name(),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("program_version: the value"),
+            "{}",
+            stderr(&out)
+        );
+        let rows = collector.rows();
+        assert_eq!(rows.len(), 1, "{}", backend.name());
+        let row = &rows[0];
+        assert_eq!(row["program_name"], "kopano server");
+        assert_eq!(row["program_version"], "9".repeat(256));
+        let os = row["osrelease"].as_str().unwrap();
+        assert_eq!(os.len(), 256);
+        assert!(
+            os.starts_with("Debian x") && !os.contains('\u{202E}'),
+            "{os:?}"
+        );
+
+        let audit = install.audit_text();
+        let send: serde_json::Value = audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["event"] == "send")
+            .expect("a send line");
+        let stats = &send["body"]["stats"];
+        assert_eq!(stats["program_name"]["value"], row["program_name"]);
+        assert_eq!(stats["program_version"]["value"], row["program_version"]);
+        assert_eq!(stats["osrelease"]["value"], row["osrelease"]);
+    });
+}

@@ -218,6 +218,9 @@ fn with_settings(path: &Path, then: impl FnOnce(Settings) -> u8) -> u8 {
 
 fn check_config(path: &Path) -> u8 {
     with_settings(path, |settings| {
+        for warning in crate::payload::static_fact_warnings(&settings) {
+            eprintln!("surveyd: warning: {warning}");
+        }
         for (key, value) in settings.effective() {
             println!("{key} = {value}");
         }

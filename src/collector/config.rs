@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/surveyd/collector.toml";
 /// The path every client, upstream or surveyd, posts to by default; it is
 /// always accepted, `path` can add one more.
-pub const STANDARD_PATH: &str = "/api/stats/v1/submit";
+pub const STANDARD_PATH: &str = crate::wire::SUBMIT_PATH;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,17 @@ pub struct Config {
     pub path: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most connections open at once, in all (kept below the open-file
+    /// limit whatever is configured here).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one source address (IPv6: one
+    /// /64), at most half of `max_connections`.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// Most bytes of request bodies held at once, over all connections.
+    #[serde(default = "default_max_body_memory_bytes")]
+    pub max_body_memory_bytes: usize,
     /// Most reports the writer commits in one transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -64,6 +75,21 @@ fn default_path() -> String {
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
+}
+// One report is a short request once an hour; 8192 at once is far beyond
+// any real load and still a bounded amount of memory.
+fn default_max_connections() -> usize {
+    8192
+}
+// An office of installations behind one NAT address reports at random
+// moments; 128 concurrent requests from one address is still plenty.
+fn default_max_connections_per_source() -> usize {
+    128
+}
+// 512 bodies of the default 64 KiB limit; real reports are under 2 KiB,
+// so that is tens of thousands of them in flight.
+fn default_max_body_memory_bytes() -> usize {
+    32 * 1024 * 1024
 }
 fn default_batch_size() -> usize {
     512
@@ -188,6 +214,20 @@ impl Config {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("max_body_bytes: must be between 1024 and 16777216".into());
+        }
+        if self.max_connections < 2 {
+            return Err("max_connections: must be at least 2".into());
+        }
+        if self.max_connections_per_source == 0 {
+            return Err("max_connections_per_source: must be at least 1".into());
+        }
+        if self.max_body_memory_bytes < self.max_body_bytes
+            || self.max_body_memory_bytes > 4 * 1024 * 1024 * 1024
+        {
+            return Err(format!(
+                "max_body_memory_bytes: must be between max_body_bytes ({}) and 4294967296",
+                self.max_body_bytes
+            ));
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return Err("batch_size: must be between 1 and 10000".into());
@@ -325,6 +365,12 @@ mod tests {
                 "tls.cert",
             ),
             ("path = \"api\"", "path"),
+            ("max_connections = 1", "max_connections"),
+            (
+                "max_connections_per_source = 0",
+                "max_connections_per_source",
+            ),
+            ("max_body_memory_bytes = 2048", "max_body_memory_bytes"),
         ] {
             let e = Config::from_toml(text).unwrap_err();
             assert!(e.starts_with(key), "{text}: {e}");

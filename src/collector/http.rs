@@ -12,20 +12,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    TRANSFER_ENCODING,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, STANDARD_PATH};
 use super::ingest::parse_report;
+use super::limits::{BodyBudget, ConnectionCaps, Connections, Shed, Slot};
 use super::ratelimit::RateLimiter;
 use super::store::WriterHandle;
+use crate::wire;
 
 /// A client that opens a connection must finish its headers, its TLS
 /// handshake and its body within these.
@@ -34,16 +39,39 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish their request on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's per-connection read buffer grows up to this: request heads are
+/// well under 1 KiB, and bodies pass through in chunks, so this bounds
+/// what a connection that never finishes its head can make us hold.
+const MAX_READ_BUFFER: usize = 16 * 1024;
+/// Accept failures (out of file descriptors and the like) pause accepting
+/// for 10 ms, doubling up to this, instead of spinning on the error.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// What a shed connection is told, if its socket takes it at once.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Retry-After: 10\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 38\r\n\r\n\
+too many connections; try again later\n";
 
 /// The limits a SIGHUP may change while connections stay open.
 pub struct Limits {
     paths: Vec<String>,
     max_body_bytes: usize,
     rate: Option<RateLimiter>,
+    caps: ConnectionCaps,
 }
 
 impl Limits {
-    pub fn from_config(config: &Config) -> Limits {
+    /// The limits `config` asks for, with the connection caps fitted to
+    /// `nofile` (the open-file limit); each cap that had to be lowered is
+    /// logged.
+    pub fn from_config(config: &Config, nofile: u64) -> Limits {
+        let (caps, notes) = ConnectionCaps::fit(
+            config.max_connections,
+            config.max_connections_per_source,
+            nofile,
+        );
+        for note in notes {
+            tracing::warn!("{note}");
+        }
         let mut paths = vec![STANDARD_PATH.to_owned()];
         if config.path != STANDARD_PATH {
             paths.push(config.path.clone());
@@ -55,6 +83,7 @@ impl Limits {
             rate: rl
                 .enabled
                 .then(|| RateLimiter::new(rl.per_second, rl.burst)),
+            caps,
         }
     }
 }
@@ -64,16 +93,25 @@ pub struct Ingest {
     limits: RwLock<Arc<Limits>>,
     tls: RwLock<Option<TlsAcceptor>>,
     writer: WriterHandle,
+    pub connections: Arc<Connections>,
+    bodies: BodyBudget,
     pub stored: AtomicU64,
     pub refused: AtomicU64,
 }
 
 impl Ingest {
-    pub fn new(config: &Config, tls: Option<TlsAcceptor>, writer: WriterHandle) -> Ingest {
+    pub fn new(
+        config: &Config,
+        limits: Limits,
+        tls: Option<TlsAcceptor>,
+        writer: WriterHandle,
+    ) -> Ingest {
         Ingest {
-            limits: RwLock::new(Arc::new(Limits::from_config(config))),
+            limits: RwLock::new(Arc::new(limits)),
             tls: RwLock::new(tls),
             writer,
+            connections: Connections::new(),
+            bodies: BodyBudget::new(config.max_body_memory_bytes),
             stored: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -92,6 +130,11 @@ impl Ingest {
         }
     }
 
+    /// Give freed heap back to the system if a burst of bodies has passed.
+    pub fn trim_if_idle(&self) {
+        self.bodies.trim_if_idle();
+    }
+
     pub fn writer(&self) -> &WriterHandle {
         &self.writer
     }
@@ -105,25 +148,45 @@ pub async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut failures: u32 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                    if failures > 0 {
+                        tracing::info!("accepting connections again after {failures} failures");
+                        failures = 0;
+                    }
+                    let caps = ingest.limits.read().expect("limits lock").caps;
                     let tls = ingest.tls.read().expect("tls lock").clone();
-                    connections.spawn(serve_connection(
-                        stream,
-                        tls,
-                        ingest.clone(),
-                        peer.ip(),
-                        shutdown.clone(),
-                    ));
+                    match ingest.connections.admit(peer.ip(), caps) {
+                        Ok(slot) => {
+                            let _ = stream.set_nodelay(true);
+                            connections.spawn(serve_connection(
+                                stream,
+                                slot,
+                                tls,
+                                ingest.clone(),
+                                peer.ip(),
+                                shutdown.clone(),
+                            ));
+                        }
+                        Err(why) => shed(stream, why, tls.is_some()),
+                    }
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off
-                    // instead of spinning on the error.
-                    tracing::warn!("accepting a connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: pause, longer
+                    // while it lasts, instead of spinning on the error;
+                    // open connections keep being served meanwhile. One
+                    // line per episode, not one per attempt.
+                    if failures == 0 {
+                        tracing::warn!(
+                            "accepting a connection failed: {e}; pausing accepts until it works again"
+                        );
+                    }
+                    failures = failures.saturating_add(1);
+                    let pause = Duration::from_millis(10 << failures.min(7)).min(MAX_ACCEPT_BACKOFF);
+                    tokio::time::sleep(pause).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -144,8 +207,19 @@ pub async fn accept_loop(
     }
 }
 
+/// Turn away a connection over a cap at once: a plain-HTTP client gets a
+/// 503 if its socket takes the bytes without waiting, then the connection
+/// is closed. The source address is not logged.
+fn shed(stream: TcpStream, why: Shed, tls: bool) {
+    tracing::debug!("connection shed: {why:?} connection cap reached");
+    if !tls {
+        let _ = stream.try_write(SHED_RESPONSE);
+    }
+}
+
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
+    _slot: Slot,
     tls: Option<TlsAcceptor>,
     ingest: Arc<Ingest>,
     peer: IpAddr,
@@ -177,6 +251,7 @@ async fn serve_http<I>(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
@@ -190,6 +265,17 @@ async fn serve_http<I>(
     if let Err(e) = result {
         tracing::debug!("connection ended with an error: {e}");
     }
+}
+
+/// A refusal sent before the request body was read: the connection closes
+/// after it (hyper cannot reuse it with a body still unread), and says so,
+/// so that a keep-alive client does not write its next request into a
+/// closed socket.
+fn early(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    let mut resp = text(status, reason);
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn text(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
@@ -222,17 +308,17 @@ async fn handle(
 async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let limits = ingest.limits.read().expect("limits lock").clone();
     if !limits.paths.iter().any(|p| p == req.uri().path()) {
-        return text(StatusCode::NOT_FOUND, "not found");
+        return early(StatusCode::NOT_FOUND, "not found");
     }
     if req.method() != Method::POST {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here");
+        let mut resp = early(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here");
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     if let Some(rate) = &limits.rate {
         if let Err(wait) = rate.check(peer, Instant::now()) {
-            let mut resp = text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+            let mut resp = early(StatusCode::TOO_MANY_REQUESTS, "too many requests");
             let secs = wait.0.as_secs() + u64::from(wait.0.subsec_nanos() > 0);
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -241,22 +327,35 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     }
     if req
         .headers()
-        .get("x-kopano-stats-request")
-        .is_none_or(|v| v.as_bytes() != b"1")
+        .get(wire::STATS_REQUEST_HEADER)
+        .is_none_or(|v| v.as_bytes() != wire::STATS_REQUEST_VALUE.as_bytes())
     {
-        return text(
+        return early(
             StatusCode::BAD_REQUEST,
             "missing header X-Kopano-Stats-Request: 1",
         );
     }
     if !is_json(req.headers().get(CONTENT_TYPE)) {
-        return text(
+        return early(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         );
     }
+    // A compressed body would be parsed as if it were the JSON itself.
+    if !codings_are(req.headers().get_all(CONTENT_ENCODING), &["identity"]) {
+        return early(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Encoding is not supported; send the JSON uncompressed",
+        );
+    }
+    if !codings_are(req.headers().get_all(TRANSFER_ENCODING), &["chunked"]) {
+        return early(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Transfer-Encoding other than chunked is not supported; send the JSON uncompressed",
+        );
+    }
     let too_large = || {
-        text(
+        early(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("body larger than {} bytes", limits.max_body_bytes),
         )
@@ -269,18 +368,32 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         return too_large();
     }
-    let body = Limited::new(req.into_body(), limits.max_body_bytes);
+    // Memory for the body is reserved before a byte of it is read.
+    let want = declared.map_or(limits.max_body_bytes, |n| n as usize);
+    let Some(reservation) = ingest.bodies.reserve(want) else {
+        let mut resp = early(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies in flight; try again later",
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+    let body = Limited::new(req.into_body(), want);
     let body = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "could not read the request body"),
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
+        Ok(Err(_)) => return early(StatusCode::BAD_REQUEST, "could not read the request body"),
+        Err(_) => return early(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
     };
-    let report = match parse_report(&body) {
+    let parsed = parse_report(&body);
+    drop(body);
+    drop(reservation);
+    ingest.bodies.trim_if_idle();
+    let report = match parsed {
         Ok(r) => r,
         Err(reason) => return text(StatusCode::BAD_REQUEST, &reason.0),
     };
-    drop(body);
     match ingest.writer.submit(report).await {
         Ok(()) => {
             let mut resp = Response::new(Full::new(Bytes::new()));
@@ -300,13 +413,25 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
     }
 }
 
+/// Every coding listed in these headers is one of `allowed` (any case).
+fn codings_are(values: hyper::header::GetAll<HeaderValue>, allowed: &[&str]) -> bool {
+    values.iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .all(|c| allowed.iter().any(|a| c.eq_ignore_ascii_case(a)))
+        })
+    })
+}
+
 /// `application/json`, any case, parameters such as charset allowed.
 fn is_json(value: Option<&HeaderValue>) -> bool {
     let Some(v) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let media = v.split(';').next().unwrap_or("").trim();
-    media.eq_ignore_ascii_case("application/json")
+    media.eq_ignore_ascii_case(wire::CONTENT_TYPE)
 }
 
 #[cfg(test)]

@@ -7,12 +7,15 @@
 //! they are read and never copied into a `Report`, an error or a log line.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::wire;
 
 /// The report came from upstream kopano-server: `machine_id`/`server_guid`
 /// arrived raw and were replaced by their SHA-256 on ingest.
@@ -25,14 +28,15 @@ pub const FLAG_ID_APP_V1: i64 = 2;
 pub const FLAG_ID_SHA256: i64 = 4;
 /// The report carried no machine id (the client had none, or omitted it).
 pub const FLAG_NO_MACHINE_ID: i64 = 8;
-/// The report carried no server GUID.
+/// The report carried no server GUID (or the placeholder below).
 pub const FLAG_NO_SERVER_GUID: i64 = 16;
 
-/// Upper bound for every `usercnt_*` value; anything larger is not a real
-/// installation and would only pollute the aggregates.
-pub const MAX_COUNT: i64 = 1_000_000_000;
-/// Upper bound, in bytes, for every string fact.
-pub const MAX_STRING_BYTES: usize = 256;
+/// What Kopano's Go survey client (ksurveyclient-go, used by kwmserverd
+/// and others) sends as `server_guid` when it has none: BLAKE2b-256 of the
+/// empty string. Every such installation sends the same value, so it
+/// identifies nothing and counts as "no GUID".
+pub const GO_CLIENT_NO_GUID: &str =
+    "0E5751C026E543B2E8AB2EB06099DAA1D1E5DF47778F7787FAAB45CDF12FE3A8";
 
 /// One validated report, ready to be stored. Holds no raw identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +98,9 @@ pub fn installation_uid(
 // (whose text would quote the value); the checks after parsing word every
 // rejection themselves.
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow)]
     version: Option<Field<'a>>,
-    #[serde(borrow)]
     stats: Option<Stats<'a>>,
 }
 
@@ -154,14 +156,49 @@ struct EntryFields<'a> {
 #[derive(Deserialize)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// Read past an array or an object that validation does not look into.
+/// Any JSON value that validation does not look into, read past with one
+/// check: no object inside it repeats a key. A repeated key is read one
+/// way by this collector and another by the next tool (first or last
+/// wins), so it is refused wherever it occurs.
+struct Skipped;
+
+/// The keys of one object so far; a repeat is an error.
+#[derive(Default)]
+struct SeenKeys<'a>(HashSet<Cow<'a, str>>);
+
+impl<'a> SeenKeys<'a> {
+    fn insert<E: de::Error>(&mut self, key: Cow<'a, str>) -> Result<(), E> {
+        if !self.0.contains(key.as_ref()) {
+            self.0.insert(key);
+            return Ok(());
+        }
+        // Only the contract's own names are quoted: any other key could be
+        // data the client never meant to echo.
+        Err(match wire::field(&key) {
+            Some(f) => E::custom(format!("duplicate key {}", f.name)),
+            None if matches!(
+                key.as_ref(),
+                "version" | "stats" | "type" | "desc" | "mode" | "value"
+            ) =>
+            {
+                E::custom(format!("duplicate key {key}"))
+            }
+            None => E::custom("duplicate key"),
+        })
+    }
+}
+
 fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    while seq.next_element::<Skipped>()?.is_some() {}
     Ok(())
 }
 
 fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    let mut seen = SeenKeys::default();
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        seen.insert(key.clone())?;
+        map.next_value::<Skipped>()?;
+    }
     Ok(())
 }
 
@@ -198,6 +235,52 @@ macro_rules! non_object_scalars {
             Ok($other)
         }
     };
+}
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skipped;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            non_object_scalars!(Skipped);
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skipped, A::Error> {
+                skip_map(map)?;
+                Ok(Skipped)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<Envelope<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Envelope<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a payload object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'a>, A::Error> {
+                let mut env = Envelope::default();
+                let mut seen = SeenKeys::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    seen.insert(key.clone())?;
+                    match key.as_ref() {
+                        "version" => env.version = Some(map.next_value()?),
+                        "stats" => env.stats = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<Skipped>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        deserializer.deserialize_map(V(PhantomData))
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
@@ -241,14 +324,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
             non_object_scalars!(Entry(None));
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<'a>, A::Error> {
                 let mut e = EntryFields::default();
+                let mut seen = SeenKeys::default();
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    seen.insert(key.clone())?;
                     let slot = match key.as_ref() {
                         "type" => &mut e.kind,
                         "desc" => &mut e.desc,
                         "mode" => &mut e.mode,
                         "value" => &mut e.value,
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skipped>()?;
                             continue;
                         }
                     };
@@ -272,7 +357,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Stats<'a> {
             non_object_scalars!(Stats { known: None });
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stats<'a>, A::Error> {
                 let mut stats = Known::default();
+                let mut seen = SeenKeys::default();
                 while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+                    seen.insert(name.clone())?;
                     let slot = match name.as_ref() {
                         "machine_id" => &mut stats.machine_id,
                         "server_guid" => &mut stats.server_guid,
@@ -292,14 +379,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Stats<'a> {
                         "usercnt_nonactive" => &mut stats.usercnt_nonactive,
                         "usercnt_room" => &mut stats.usercnt_room,
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skipped>()?;
                             continue;
                         }
                     };
-                    if slot.is_some() {
-                        // Only known names get here, so the text is ours.
-                        return Err(de::Error::custom(format!("duplicate entry {name}")));
-                    }
                     *slot = Some(map.next_value::<Entry<'a>>()?);
                 }
                 Ok(Stats { known: Some(stats) })
@@ -337,10 +420,11 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     })?;
     match envelope.version {
         None => return Err(reject("missing \"version\"")),
-        Some(Field::Int(2)) => {}
+        Some(Field::Int(v)) if v == i64::from(wire::PAYLOAD_VERSION) => {}
         Some(Field::Int(v)) => {
             return Err(reject(format!(
-                "unsupported version {v}; this collector accepts version 2"
+                "unsupported version {v}; this collector accepts version {}",
+                wire::PAYLOAD_VERSION
             )))
         }
         Some(_) => return Err(reject("\"version\" is not a supported integer")),
@@ -351,15 +435,15 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         .known
         .ok_or_else(|| reject("\"stats\" is not an object"))?;
 
-    let scheme = match string_stat(stats.id_scheme, "id_scheme")?.as_deref() {
-        None => None,
-        Some("app-v1") => Some(IdScheme::AppV1),
-        Some("sha256") => Some(IdScheme::Sha256),
-        Some(_) => return Err(reject("stats.id_scheme: must be \"app-v1\" or \"sha256\"")),
-    };
+    // The contract allows exactly these two words.
+    let scheme = string_stat(stats.id_scheme, "id_scheme")?.map(|s| match s.as_ref() {
+        "app-v1" => IdScheme::AppV1,
+        _ => IdScheme::Sha256,
+    });
     let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
     let raw_machine = raw_id_stat(stats.machine_id, "machine_id")?;
-    let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?;
+    let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?
+        .filter(|g| !g.eq_ignore_ascii_case(GO_CLIENT_NO_GUID));
     let hashed_machine = string_stat(stats.machine_id_hash, "machine_id_hash")?;
     let hashed_guid = string_stat(stats.server_guid_hash, "server_guid_hash")?;
 
@@ -373,10 +457,10 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     let (machine_id_sha256, server_guid_sha256, mut flags) = if surveyd_style {
         let scheme = scheme.ok_or_else(|| reject("hashed identifiers need stats.id_scheme"))?;
         let m = hashed_machine
-            .map(|h| scheme.check("machine_id_hash", &h))
+            .map(|h| scheme.check("machine_id_hash", h))
             .transpose()?;
         let g = hashed_guid
-            .map(|h| scheme.check("server_guid_hash", &h))
+            .map(|h| scheme.check("server_guid_hash", h))
             .transpose()?;
         (m, g, scheme.flag())
     } else {
@@ -439,34 +523,33 @@ impl IdScheme {
         }
     }
 
-    /// Hashes must have exactly the shape their scheme produces, so that a
-    /// client bug (or a raw id sent by mistake) cannot end up in the table.
-    fn check(self, name: &str, value: &str) -> Result<String, Rejection> {
+    /// Hashes must have exactly the length their scheme produces (the
+    /// wire contract already made them lowercase hex), so that a client
+    /// bug cannot put one scheme's ids under another's flag.
+    fn check(self, name: &str, value: Cow<str>) -> Result<String, Rejection> {
         let (len, what) = match self {
             IdScheme::AppV1 => (32, "32 lowercase hex digits for app-v1"),
             IdScheme::Sha256 => (64, "64 lowercase hex digits for sha256"),
         };
-        let ok = value.len() == len
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(value.to_owned())
+        if value.len() == len {
+            Ok(value.into_owned())
         } else {
             Err(reject(format!("stats.{name}: must be {what}")))
         }
     }
 }
 
-/// The fields of stat `name`, checked to declare `expected_type`.
-fn entry<'a>(
-    entry: Option<Entry<'a>>,
-    name: &str,
-    expected_type: &str,
-) -> Result<Option<EntryFields<'a>>, Rejection> {
+/// The wire contract's entry for a field this parser reads.
+fn spec(name: &str) -> &'static wire::Field {
+    wire::field(name).expect("every field the parser reads is in the wire contract")
+}
+
+/// The fields of stat `name`, checked to declare the contract's type.
+fn entry<'a>(entry: Option<Entry<'a>>, name: &str) -> Result<Option<EntryFields<'a>>, Rejection> {
     let Some(Entry(fields)) = entry else {
         return Ok(None);
     };
+    let expected_type = spec(name).json_type.wire_name();
     let e = fields.ok_or_else(|| reject(format!("stats.{name}: not an object")))?;
     match &e.kind {
         Some(Field::Str(t)) if t == expected_type => {}
@@ -483,8 +566,11 @@ fn entry<'a>(
     Ok(Some(e))
 }
 
+/// A string stat within the wire contract's limits for `name`: length,
+/// characters (no controls, separators or bidi formatting, which would
+/// break or disguise the one-line-per-row outputs vendors read), shape.
 fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
-    let Some(e) = entry(raw, name, "string")? else {
+    let Some(e) = entry(raw, name)? else {
         return Ok(None);
     };
     let v = match e.value {
@@ -492,16 +578,9 @@ fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, 
         Some(_) => return Err(reject(format!("stats.{name}: value is not a string"))),
         None => return Err(reject(format!("stats.{name}: missing \"value\""))),
     };
-    if v.len() > MAX_STRING_BYTES {
-        return Err(reject(format!(
-            "stats.{name}: longer than {MAX_STRING_BYTES} bytes"
-        )));
-    }
-    // Control characters have no place in these facts and would break the
-    // one-line-per-row outputs (table, CSV) that vendors read.
-    if v.chars().any(char::is_control) {
-        return Err(reject(format!("stats.{name}: contains control characters")));
-    }
+    spec(name)
+        .check_text(&v)
+        .map_err(|why| reject(format!("stats.{name}: {why}")))?;
     Ok(Some(v))
 }
 
@@ -512,7 +591,7 @@ fn raw_id_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, 
 }
 
 fn count_stat(raw: Option<Entry>, name: &str) -> Result<Option<i64>, Rejection> {
-    let Some(e) = entry(raw, name, "int")? else {
+    let Some(e) = entry(raw, name)? else {
         return Ok(None);
     };
     // Upstream sends its on-demand counts both as gauges and as counters.
@@ -525,13 +604,17 @@ fn count_stat(raw: Option<Entry>, name: &str) -> Result<Option<i64>, Rejection> 
             )))
         }
     }
-    let out_of_range = || reject(format!("stats.{name}: out of range 0..={MAX_COUNT}"));
-    match e.value {
-        Some(Field::Int(n)) if (0..=MAX_COUNT).contains(&n) => Ok(Some(n)),
-        Some(Field::Int(_) | Field::Huge) => Err(out_of_range()),
-        Some(_) => Err(reject(format!("stats.{name}: value is not an integer"))),
-        None => Err(reject(format!("stats.{name}: missing \"value\""))),
-    }
+    // A negative or huge count is out of range like any other.
+    let n = match e.value {
+        Some(Field::Int(n)) => u64::try_from(n).unwrap_or(u64::MAX),
+        Some(Field::Huge) => u64::MAX,
+        Some(_) => return Err(reject(format!("stats.{name}: value is not an integer"))),
+        None => return Err(reject(format!("stats.{name}: missing \"value\""))),
+    };
+    spec(name)
+        .check_count(n)
+        .map_err(|why| reject(format!("stats.{name}: {why}")))?;
+    Ok(Some(n as i64))
 }
 
 #[cfg(test)]
@@ -651,6 +734,55 @@ mod tests {
                 Err(e) => e.0,
             };
             proptest::prop_assert!(!seen.contains(&raw));
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_anywhere_is_refused() {
+        let mid = format!(r#""machine_id":{{"type":"string","value":"{RAW_MID}"}}"#);
+        for body in [
+            format!(r#"{{"version":2,"version":2,"stats":{{{mid}}}}}"#),
+            format!(r#"{{"version":2,"stats":{{{mid},{mid}}}}}"#),
+            format!(
+                r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"a","value":"{RAW_MID}"}}}}}}"#
+            ),
+            format!(r#"{{"version":2,"stats":{{{mid},"x":{{"k":1}},"x":{{"k":2}}}}}}"#),
+            format!(
+                r#"{{"version":2,"extra":[{{"{RAW_GUID}":1,"{RAW_GUID}":2}}],"stats":{{{mid}}}}}"#
+            ),
+        ] {
+            let e = parse_report(body.as_bytes()).unwrap_err();
+            assert!(e.0.contains("duplicate key"), "{body}: {e}");
+            assert!(!e.0.contains(RAW_GUID) && !e.0.contains(RAW_MID), "{e}");
+        }
+    }
+
+    #[test]
+    fn go_client_placeholder_guid_counts_as_no_guid() {
+        for guid in [
+            GO_CLIENT_NO_GUID.to_owned(),
+            GO_CLIENT_NO_GUID.to_lowercase(),
+        ] {
+            let body = format!(
+                r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{RAW_MID}"}},"server_guid":{{"type":"string","value":"{guid}"}}}}}}"#
+            );
+            let r = parse_report(body.as_bytes()).unwrap();
+            assert_eq!(r.server_guid_sha256, None);
+            assert_eq!(r.flags, FLAG_UPSTREAM_RAW_IDS | FLAG_NO_SERVER_GUID);
+        }
+    }
+
+    #[test]
+    fn bidi_and_separator_characters_are_refused() {
+        for bad in [r"\u202e", r"\u2028", r"\u2066", r"\u0085", r"\t"] {
+            let body = format!(
+                r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{RAW_MID}"}},"osrelease":{{"type":"string","value":"a{bad}b"}}}}}}"#
+            );
+            let e = parse_report(body.as_bytes()).unwrap_err();
+            assert!(
+                e.0.starts_with("stats.osrelease: contains control"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML configuration and its checks
 //! - [`ingest`]: payload validation, identifier hashing, `flags`, `uid`
 //! - [`http`], [`ratelimit`]: the listener and the request handler
+//! - [`limits`]: connection caps and the memory budget for request bodies
 //! - [`store`]: schema, migrations, the batching writer, the reads
 //! - [`report`]: the `report` and `stats` outputs
 //! - [`service`]: the systemd service loop
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod ratelimit;
 pub mod report;
 pub mod service;
@@ -106,6 +108,9 @@ pub fn main() -> ExitCode {
         Command::Serve => {
             // The service reports through its log (journald under systemd).
             crate::logging::init("surveyd-collector", "RUST_LOG");
+            // Before the runtime starts its threads, which would each get
+            // an arena of their own.
+            limits::limit_heap_arenas();
             return match runtime(true).and_then(|rt| rt.block_on(service::serve(&cli.config))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(f) => {

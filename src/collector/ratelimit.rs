@@ -45,7 +45,7 @@ impl RateLimiter {
 
     /// Take one token for `source`.
     pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), RetryAfter> {
-        let key = bucket_key(source);
+        let key = source_key(source);
         let mut state = self.state.lock().expect("rate limiter lock");
         if now.duration_since(state.last_sweep) >= SWEEP_EVERY {
             self.sweep(&mut state, now);
@@ -83,7 +83,7 @@ impl RateLimiter {
 
 /// IPv6 clients typically own a whole /64, so that is the unit one bucket
 /// covers; an IPv4-mapped address counts as its IPv4 address.
-fn bucket_key(ip: IpAddr) -> IpAddr {
+pub(super) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

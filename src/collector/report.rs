@@ -1,10 +1,20 @@
 //! What `report` and `stats` print: the table as a MySQL-style box, as CSV
 //! or as a JSON array of row objects, and the aggregates as text. Pure
 //! functions from rows to text.
+//!
+//! Ingest refuses the characters [`wire::forbidden_char`] names, so new
+//! rows never hold them; rows stored by older versions may, and every
+//! output shows such a character as a visible `\u{...}` escape instead of
+//! letting it break a line or reorder what the reader sees. CSV cells that
+//! a spreadsheet would run as a formula get a leading `'` (OWASP).
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+
+use crate::wire;
 
 use super::store::{Row, Stats, COLUMNS};
 
@@ -26,7 +36,8 @@ enum Cell {
 
 impl Cell {
     fn text(v: &Option<String>) -> Cell {
-        v.as_ref().map_or(Cell::Null, |s| Cell::Text(s.clone()))
+        v.as_ref()
+            .map_or(Cell::Null, |s| Cell::Text(escaped(s).into_owned()))
     }
     fn count(v: Option<i64>) -> Cell {
         v.map_or(Cell::Null, |n| Cell::Number(n.to_string()))
@@ -36,6 +47,34 @@ impl Cell {
             Cell::Text(s) | Cell::Number(s) => s,
             Cell::Null => "NULL",
         }
+    }
+}
+
+/// `text` with every [`wire::forbidden_char`] written as `\u{hex}`.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(wire::forbidden_char) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if wire::forbidden_char(c) {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A spreadsheet opening the CSV would evaluate a cell starting with one
+/// of these as a formula (`=HYPERLINK(...)`, `@SUM(...)`, DDE via `-`/`+`).
+fn defuse_formula(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
     }
 }
 
@@ -142,7 +181,8 @@ pub fn csv(rows: &[Row]) -> String {
         let record: Vec<String> = cells(row, rfc3339)
             .into_iter()
             .map(|c| match c {
-                Cell::Text(s) | Cell::Number(s) => s,
+                Cell::Text(s) => defuse_formula(s),
+                Cell::Number(s) => s,
                 Cell::Null => String::new(),
             })
             .collect();
@@ -154,8 +194,8 @@ pub fn csv(rows: &[Row]) -> String {
 #[derive(Serialize)]
 struct JsonRow<'a> {
     uid: &'a str,
-    machine_id_sha256: &'a Option<String>,
-    server_guid_sha256: &'a Option<String>,
+    machine_id_sha256: Option<Cow<'a, str>>,
+    server_guid_sha256: Option<Cow<'a, str>>,
     first_seen: String,
     last_update: String,
     usercnt_active: Option<i64>,
@@ -163,14 +203,14 @@ struct JsonRow<'a> {
     usercnt_equipment: Option<i64>,
     usercnt_na_user: Option<i64>,
     usercnt_nonactive: Option<i64>,
-    userplugin: &'a Option<String>,
-    osrelease: &'a Option<String>,
-    utsname: &'a Option<String>,
-    program_name: &'a Option<String>,
-    program_version: &'a Option<String>,
+    userplugin: Option<Cow<'a, str>>,
+    osrelease: Option<Cow<'a, str>>,
+    utsname: Option<Cow<'a, str>>,
+    program_name: Option<Cow<'a, str>>,
+    program_version: Option<Cow<'a, str>>,
     flags: i64,
     usercnt_room: Option<i64>,
-    attachment_storage: &'a Option<String>,
+    attachment_storage: Option<Cow<'a, str>>,
 }
 
 /// An array of objects keyed by column name, times in RFC 3339.
@@ -179,8 +219,8 @@ pub fn json(rows: &[Row]) -> String {
         .iter()
         .map(|r| JsonRow {
             uid: &r.uid,
-            machine_id_sha256: &r.machine_id_sha256,
-            server_guid_sha256: &r.server_guid_sha256,
+            machine_id_sha256: r.machine_id_sha256.as_deref().map(escaped),
+            server_guid_sha256: r.server_guid_sha256.as_deref().map(escaped),
             first_seen: rfc3339(r.first_seen),
             last_update: rfc3339(r.last_update),
             usercnt_active: r.usercnt_active,
@@ -188,14 +228,14 @@ pub fn json(rows: &[Row]) -> String {
             usercnt_equipment: r.usercnt_equipment,
             usercnt_na_user: r.usercnt_na_user,
             usercnt_nonactive: r.usercnt_nonactive,
-            userplugin: &r.userplugin,
-            osrelease: &r.osrelease,
-            utsname: &r.utsname,
-            program_name: &r.program_name,
-            program_version: &r.program_version,
+            userplugin: r.userplugin.as_deref().map(escaped),
+            osrelease: r.osrelease.as_deref().map(escaped),
+            utsname: r.utsname.as_deref().map(escaped),
+            program_name: r.program_name.as_deref().map(escaped),
+            program_version: r.program_version.as_deref().map(escaped),
             flags: r.flags,
             usercnt_room: r.usercnt_room,
-            attachment_storage: &r.attachment_storage,
+            attachment_storage: r.attachment_storage.as_deref().map(escaped),
         })
         .collect();
     serde_json::to_string_pretty(&out).expect("rows serialise") + "\n"
@@ -283,6 +323,40 @@ mod tests {
         assert!(lines[3].contains("|            NULL |"), "{}", lines[3]);
         assert_eq!(lines[5], "1 row in set");
         assert_eq!(table(&[]), "Empty set\n");
+    }
+
+    #[test]
+    fn formulas_and_invisible_characters_are_defused_in_every_output() {
+        let mut r = row();
+        r.program_name = Some("=HYPERLINK(\"http://x.example/\",\"click\")".into());
+        r.program_version = Some("@SUM(A1)".into());
+        r.userplugin = Some("-2+3".into());
+        r.osrelease = Some("Debian \u{202E}txt.exe\u{2028}next".into());
+        let c = csv(&[r.clone()]);
+        assert!(
+            c.contains("\"'=HYPERLINK(\"\"http://x.example/\"\",\"\"click\"\")\""),
+            "{c}"
+        );
+        assert!(c.contains(",'@SUM(A1),"), "{c}");
+        assert!(c.contains(",'-2+3,"), "{c}");
+        assert!(c.contains(",12,"), "numbers are left alone: {c}");
+        let escaped_os = "Debian \\u{202e}txt.exe\\u{2028}next";
+        for (format, out) in [
+            ("csv", c),
+            ("table", table(&[r.clone()])),
+            ("json", json(&[r])),
+        ] {
+            assert!(
+                !out.contains('\u{202E}') && !out.contains('\u{2028}'),
+                "{format}: {out}"
+            );
+            let want = if format == "json" {
+                escaped_os.replace('\\', "\\\\")
+            } else {
+                escaped_os.to_owned()
+            };
+            assert!(out.contains(&want), "{format}: {out}");
+        }
     }
 
     #[test]

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, TlsConfig};
 use super::http::{accept_loop, Ingest, Limits};
+use super::limits::raise_nofile_limit;
 use super::store::{spawn_writer, Access, Store};
 use super::Failure;
 use crate::exit;
@@ -40,15 +43,16 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         )),
         None => None,
     };
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = listen(addr)
         .map_err(|e| Failure::new(exit::OSERR, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| Failure::new(exit::OSERR, e))?;
 
+    let nofile = raise_nofile_limit();
+    let limits = Limits::from_config(&config, nofile);
     let (writer, writer_task) = spawn_writer(store, config.batch_size);
-    let ingest = Arc::new(Ingest::new(&config, tls, writer));
+    let ingest = Arc::new(Ingest::new(&config, limits, tls, writer));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
 
@@ -59,7 +63,11 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     };
     let place = format!("{scheme}://{local} into {}", database.display());
     tracing::info!("listening on {local} ({place})");
-    let mut monitor = Monitor { place, note: None };
+    let mut monitor = Monitor {
+        place,
+        note: None,
+        nofile,
+    };
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&monitor.status(&ingest)),
@@ -95,6 +103,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
             }
             _ = status_tick.tick() => {
                 notify(&[NotifyState::Status(&monitor.status(&ingest))]);
+                // A burst that ended in refusals never passed the trim
+                // check after a parsed report.
+                ingest.trim_if_idle();
             }
             _ = &mut acceptor => {
                 return Err(Failure::new(exit::SOFTWARE, "the listener stopped unexpectedly"));
@@ -115,11 +126,33 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Connections the kernel queues for accept. tokio's default of 1024
+/// fills within milliseconds when one address opens thousands of
+/// connections at once; a client whose SYN finds the queue full waits a
+/// whole second for the retransmit, however fast those are shed.
+/// The kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restart can bind while old connections
+    // of the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// What STATUS says.
 struct Monitor {
     place: String,
     /// Set while the configuration on disk is not the one running.
     note: Option<String>,
+    /// The open-file limit the connection caps are fitted to.
+    nofile: u64,
 }
 
 impl Monitor {
@@ -133,8 +166,11 @@ impl Monitor {
     fn status(&self, ingest: &Ingest) -> String {
         let (stored, refused) = self.counts(ingest);
         let base = format!(
-            "listening on {}; {stored} reports stored, {refused} refused",
-            self.place
+            "listening on {}; {stored} reports stored, {refused} refused; \
+             {} connections open, {} shed",
+            self.place,
+            ingest.connections.open(),
+            ingest.connections.shed.load(Ordering::Relaxed)
         );
         match &self.note {
             Some(note) => format!("{note}; {base}"),
@@ -144,7 +180,8 @@ impl Monitor {
 }
 
 /// Re-read the file and apply what can change without a restart: path,
-/// body limit, rate limit, TLS certificate. A bad file changes nothing.
+/// body limit, connection caps, rate limit, TLS certificate. A bad file
+/// changes nothing.
 fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) -> Config {
     let mut reloading = vec![NotifyState::Reloading];
     // systemd >= 253 needs the timestamp in the same datagram.
@@ -160,7 +197,7 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
     });
     let next = match loaded {
         Ok((new, tls)) => {
-            ingest.set_limits(Limits::from_config(&new));
+            ingest.set_limits(Limits::from_config(&new, monitor.nofile));
             if let Some(tls) = tls {
                 ingest.set_tls(TlsAcceptor::from(tls));
             }
@@ -168,6 +205,10 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
                 ("listen", running.listen != new.listen),
                 ("database", running.database != new.database),
                 ("batch_size", running.batch_size != new.batch_size),
+                (
+                    "max_body_memory_bytes",
+                    running.max_body_memory_bytes != new.max_body_memory_bytes,
+                ),
                 ("tls", running.tls.is_some() != new.tls.is_some()),
             ]
             .into_iter()

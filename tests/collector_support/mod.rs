@@ -167,6 +167,8 @@ pub struct Options<'a> {
     /// Extra TOML appended to listen/database.
     pub extra: &'a str,
     pub env: Vec<(&'a str, String)>,
+    /// Start under this RLIMIT_NOFILE (soft and hard), through prlimit(1).
+    pub nofile: Option<u64>,
 }
 
 impl Default for Options<'_> {
@@ -174,6 +176,7 @@ impl Default for Options<'_> {
         Options {
             extra: "[rate_limit]\nenabled = false\n",
             env: vec![],
+            nofile: None,
         }
     }
 }
@@ -196,7 +199,15 @@ impl Collector {
     pub fn start_with(backend: &Backend, opts: Options) -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), backend, opts.extra);
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.nofile {
+            // prlimit execs the collector, so the child's pid is its pid.
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("-c")
             .arg(&config_path)
             .arg("serve")
@@ -307,6 +318,16 @@ impl Collector {
         )
     }
 
+    /// VmRSS of the collector process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -363,6 +384,23 @@ pub struct Response {
     pub status: u16,
     pub headers: String,
     pub body: String,
+}
+
+/// A TCP connection to `addr` from the local address `source` (another
+/// loopback address stands for another client).
+pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
 }
 
 /// One request with `Connection: close` over any byte stream.

@@ -1,10 +1,13 @@
 //! The embedded SQLite backend: connection settings (WAL, secure_delete),
 //! migration, the batched upsert the writer thread runs, and the reads.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 
@@ -40,6 +43,12 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
+    /// `serve` holds an exclusive flock(2) on the database file for as
+    /// long as it runs. SQLite's own locks are fcntl(2) locks per
+    /// transaction, which happily let two collectors write side by side;
+    /// flock locks are independent of them. Declared after `conn` so that
+    /// it is released only after the connection closed.
+    _serving: Option<Flock<File>>,
 }
 
 fn err(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -75,9 +84,14 @@ impl Sqlite {
              PRAGMA cache_size = -16384;",
         )
         .map_err(err(&context))?;
+        let serving = match access {
+            Access::Serve => Some(lock_for_serving(path)?),
+            Access::Read => None,
+        };
         let mut db = Sqlite {
             conn,
             path: path.to_owned(),
+            _serving: serving,
         };
         if access == Access::Serve {
             db.migrate().map_err(err(&context))?;
@@ -266,6 +280,21 @@ impl Sqlite {
             by_osrelease,
         })
     }
+}
+
+/// Take the exclusive serving lock on the database file, or say who to
+/// stop.
+fn lock_for_serving(path: &Path) -> Result<Flock<File>, StoreError> {
+    let shown = path.display();
+    let file = File::open(path)
+        .map_err(|e| StoreError(format!("database {shown}: cannot open it to lock it: {e}")))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => StoreError(format!(
+            "database {shown} is in use by another running `surveyd-collector serve`; \
+             stop that one first, or give this one a database of its own"
+        )),
+        e => StoreError(format!("database {shown}: cannot lock it: {e}")),
+    })
 }
 
 /// One round of the checkpointer. PASSIVE copies what it can without ever
