@@ -105,11 +105,11 @@ pub fn format_table(rows: &[ListRow]) -> String {
     for row in rows {
         cells.push([
             row.seq.to_string(),
-            row.time.clone(),
+            shorten(&printable(&row.time)),
             shorten(&printable(&row.url)),
             shorten(&printable(&row.outcome)),
             row.body_size.to_string(),
-            row.body_sha256.chars().take(12).collect(),
+            printable(&row.body_sha256.chars().take(12).collect::<String>()),
         ]);
     }
     let mut widths = [0usize; 6];
@@ -135,10 +135,12 @@ pub fn format_table(rows: &[ListRow]) -> String {
     out
 }
 
-/// Error texts come from the network; keep them from breaking the table.
+/// Every text cell comes from a file the service's user can write, and
+/// error texts from the network: keep control, separator and bidirectional
+/// formatting characters from forging rows or reaching the terminal.
 fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::wire::forbidden_char(c) { ' ' } else { c })
         .collect()
 }
 
