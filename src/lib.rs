@@ -15,6 +15,7 @@ pub mod safe_fs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod transport;
 pub mod wire;
 

@@ -27,10 +27,11 @@ use crate::payload::{FactValue, Facts};
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
 use crate::settings::{FactSource, Settings};
+use crate::state;
 
 use bounded::off_loop;
 use sources::{SourceFacts, MAX_SOURCE_OUTPUT};
-use system::{os_pretty_name, read_machine_id, stored_server_guid, MAX_MACHINE_ID_BYTES};
+use system::{os_pretty_name, read_machine_id, MAX_MACHINE_ID_BYTES};
 
 /// Warnings for the input files the settings name that exist but would be
 /// refused (a link, a FIFO, a device, too large), for `check-config` and
@@ -165,7 +166,7 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
                 None => {
                     let state_dir = settings.state_dir.clone();
                     off_loop("the stored server GUID", settings.timeout, move || {
-                        stored_server_guid(&state_dir)
+                        state::stored_server_guid(&state_dir)
                     })
                     .await
                     .flatten()

@@ -1,6 +1,5 @@
 //! The facts the machine itself gives: its machine id, its os-release, its
-//! uname, the static facts the settings state about it, and the server
-//! GUID surveyd generates when nothing else provides one.
+//! uname, and the static facts the settings state about it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,17 +10,11 @@ use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
 use crate::settings::Settings;
 
-/// Name of the file in the state dir that keeps the generated server GUID.
-pub const SERVER_GUID_FILE: &str = "server-guid";
-
 /// Largest machine id file: 33 bytes in practice, with room for white space.
 pub const MAX_MACHINE_ID_BYTES: u64 = 4096;
 
 /// Largest os-release (or fallback) file; real ones are a few hundred bytes.
 pub const MAX_OS_RELEASE_BYTES: u64 = 64 * 1024;
-
-/// Largest stored server GUID file: 33 bytes as surveyd writes it.
-pub const MAX_GUID_FILE_BYTES: u64 = 4096;
 
 /// Reads the machine id; an unusable one is left out with a warning that
 /// says why without quoting it.
@@ -39,37 +32,6 @@ pub fn read_machine_id(path: &Path) -> Option<RawId> {
         },
         Err(err) => {
             warn!("cannot read the machine id: {err}; machine_id_hash is left out");
-            None
-        }
-    }
-}
-
-/// The server GUID kept in the state dir, generated on first use. Kopano
-/// servers have one in their database; a machine without one still needs a
-/// stable id per installation, and a random one reveals nothing.
-pub fn stored_server_guid(state_dir: &Path) -> Option<RawId> {
-    let path = state_dir.join(SERVER_GUID_FILE);
-    match safe_fs::read_regular_text(&path, MAX_GUID_FILE_BYTES) {
-        Ok(text) => {
-            return RawId::server_guid(&text).or_else(|| {
-                warn!("{} is empty; server_guid_hash is left out", path.display());
-                None
-            })
-        }
-        Err(err) if err.is_not_found() => {}
-        Err(err) => {
-            warn!("cannot read the stored server GUID: {err}; server_guid_hash is left out");
-            return None;
-        }
-    }
-    let guid = hex::encode_upper(rand::random::<[u8; 16]>());
-    match crate::safe_fs::write_atomically(&path, format!("{guid}\n").as_bytes()) {
-        Ok(()) => RawId::server_guid(&guid),
-        Err(err) => {
-            warn!(
-                "cannot store a new server GUID in {}: {err}; server_guid_hash is left out",
-                path.display()
-            );
             None
         }
     }
@@ -271,26 +233,5 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("etc/debian_version"), "12.8\n").unwrap();
         assert_eq!(os_pretty_name(dir.path()).unwrap(), "Debian GNU/Linux 12.8");
-    }
-
-    #[test]
-    fn a_linked_server_guid_file_is_not_followed_or_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "root:secret\n").unwrap();
-        std::os::unix::fs::symlink(&victim, dir.path().join(SERVER_GUID_FILE)).unwrap();
-        assert!(stored_server_guid(dir.path()).is_none());
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n");
-    }
-
-    #[test]
-    fn generated_server_guid_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let first = stored_server_guid(&state).unwrap();
-        let second = stored_server_guid(&state).unwrap();
-        assert_eq!(first, second);
-        let stored = std::fs::read_to_string(state.join(SERVER_GUID_FILE)).unwrap();
-        assert_eq!(stored.trim().len(), 32);
     }
 }
