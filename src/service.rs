@@ -36,7 +36,7 @@ const STUCK_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the service until SIGTERM/SIGINT; returns the exit code.
 pub fn run(config: &Path) -> u8 {
-    let loaded = match Settings::load(config) {
+    let loaded = match crate::facts::load_settings(config) {
         Ok(loaded) => loaded,
         Err(err) => {
             error!("{err}");
@@ -463,7 +463,7 @@ impl Service {
         let path = self.config_path.clone();
         let limit = self.settings.timeout;
         self.reloading = Some(Box::pin(async move {
-            let load = tokio::task::spawn_blocking(move || Settings::load(&path));
+            let load = tokio::task::spawn_blocking(move || crate::facts::load_settings(&path));
             match tokio::time::timeout(limit, load).await {
                 Ok(Ok(Ok(loaded))) => Ok(loaded),
                 Ok(Ok(Err(err))) => Err(err.to_string()),

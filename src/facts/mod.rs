@@ -23,15 +23,28 @@ use std::path::Path;
 
 use tracing::warn;
 
+use crate::cfgfile::ConfigError;
 use crate::payload::{FactValue, Facts};
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
-use crate::settings::{FactSource, Settings};
+use crate::settings::{FactSource, Loaded, Settings};
 use crate::state;
 
 use bounded::off_loop;
 use sources::{SourceFacts, MAX_SOURCE_OUTPUT};
 use system::{os_pretty_name, read_machine_id, MAX_MACHINE_ID_BYTES};
+
+/// [`Settings::load`] plus a warning for each input file the settings name
+/// that exists but would be refused when a report is built (a FIFO as the
+/// machine id file, say), so that `check-config` names it instead of
+/// calling the config fine, and the service logs it at start and reload.
+pub fn load_settings(path: &Path) -> Result<Loaded, ConfigError> {
+    let mut loaded = Settings::load(path)?;
+    loaded
+        .warnings
+        .extend(input_file_problems(&loaded.settings));
+    Ok(loaded)
+}
 
 /// Warnings for the input files the settings name that exist but would be
 /// refused (a link, a FIFO, a device, too large), for `check-config` and

@@ -191,16 +191,11 @@ impl Settings {
         !self.interval.is_zero()
     }
 
-    /// Reads and validates the config file at `path` (with its includes),
-    /// and warns about input files that exist but will be refused when a
-    /// report is built (a FIFO as the machine id file, say), so that
-    /// `check-config` names them instead of calling the config fine.
+    /// Reads and validates the config file at `path` (with its includes).
+    /// The service and `check-config` go through `facts::load_settings`,
+    /// which adds warnings about the input files the settings name.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let mut loaded = Self::from_cfg(&CfgFile::load(path)?)?;
-        loaded
-            .warnings
-            .extend(crate::facts::input_file_problems(&loaded.settings));
-        Ok(loaded)
+        Self::from_cfg(&CfgFile::load(path)?)
     }
 
     /// Validates an already parsed file. Keys not given keep their default.
