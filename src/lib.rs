@@ -7,7 +7,6 @@ pub mod cli;
 pub mod collector;
 pub mod exit;
 pub mod facts;
-pub mod kopano_mysql;
 pub mod logging;
 pub mod payload;
 pub mod privacy;
@@ -16,5 +15,9 @@ pub mod safe_fs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+pub mod state;
 pub mod transport;
 pub mod wire;
+
+/// Kept at the crate root too: the integration tests name its queries there.
+pub use facts::kopano_mysql;

@@ -1,32 +1,24 @@
 //! One report, start to finish: collect the facts, build the payload, write
 //! it to the audit log (fsynced) and only then send it, record the result,
-//! and remember the time of the last success in the state dir.
+//! and remember the times of the attempt and the success in the state dir.
 //!
 //! Both `surveyd send` and the service loop go through [`send`], so the
 //! rule "audited before sent" has exactly one implementation.
 
 use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
-use crate::audit::{self, AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
+use crate::audit::{AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
 use crate::facts;
 use crate::logging::REPORT_SENT_MESSAGE_ID;
 use crate::payload::{self, Payload, PayloadOptions};
-use crate::safe_fs;
 use crate::settings::Settings;
+use crate::state;
 use crate::transport::{self, Outgoing, Response, SendError};
-
-/// Name of the file in the state dir holding the last success, in seconds
-/// since the epoch.
-pub const LAST_SUCCESS_FILE: &str = "last-success";
-
-/// Name of the file in the state dir holding the start of the last attempt,
-/// so a crash-restart loop waits the error delay instead of re-sending.
-pub const LAST_ATTEMPT_FILE: &str = "last-attempt";
 
 /// The privacy options the settings ask for.
 pub fn payload_options(settings: &Settings) -> PayloadOptions {
@@ -48,7 +40,7 @@ pub async fn prepare(settings: &Settings) -> Payload {
 /// dir for the chain's ends now, so that it stays reachable after `send`
 /// has become the log directory's owner.
 pub fn audit_options(settings: &Settings, lock_wait: Duration) -> Result<AuditOptions, AuditError> {
-    let ends_path = settings.state_dir.join(audit::CHAIN_ENDS_FILE);
+    let ends_path = state::chain_ends_path(&settings.state_dir);
     let ends = EndsFile::open(&ends_path).map_err(|source| AuditError::Open {
         path: ends_path,
         source,
@@ -144,7 +136,7 @@ pub async fn send(
     if !settings.ssl_verify && url.starts_with("https:") {
         warn!("surveyclient_ssl_verify = no: the collector's certificate is not checked");
     }
-    if let Err(err) = record_time(&settings.state_dir, LAST_ATTEMPT_FILE, SystemTime::now()) {
+    if let Err(err) = state::record_attempt(&settings.state_dir, SystemTime::now()) {
         warn!(
             "cannot record the attempt time in {}: {err}",
             settings.state_dir.display()
@@ -193,7 +185,7 @@ pub async fn send(
             outcome.describe(),
             payload.as_bytes().len()
         );
-        if let Err(err) = record_time(&settings.state_dir, LAST_SUCCESS_FILE, SystemTime::now()) {
+        if let Err(err) = state::record_success(&settings.state_dir, SystemTime::now()) {
             warn!(
                 "cannot record the success time in {}: {err}",
                 settings.state_dir.display()
@@ -210,59 +202,4 @@ pub async fn send(
         outcome,
         duration,
     })
-}
-
-/// Remembers a moment (a success, an attempt) so that a restart does not
-/// send early.
-pub fn record_time(state_dir: &Path, file: &str, when: SystemTime) -> std::io::Result<()> {
-    let secs = when
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    safe_fs::write_atomically(&state_dir.join(file), format!("{secs}\n").as_bytes())
-}
-
-fn read_time(state_dir: &Path, file: &str) -> Option<SystemTime> {
-    // The service's user can write the state dir: a link, FIFO or device
-    // planted there is refused, not followed, opened or waited on.
-    let text = safe_fs::read_regular_text(&state_dir.join(file), 64).ok()?;
-    let secs: u64 = text.trim().parse().ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// The last successful report, if one was recorded and is readable.
-pub fn last_success(state_dir: &Path) -> Option<SystemTime> {
-    read_time(state_dir, LAST_SUCCESS_FILE)
-}
-
-/// The start of the last attempt, successful or not.
-pub fn last_attempt(state_dir: &Path) -> Option<SystemTime> {
-    read_time(state_dir, LAST_ATTEMPT_FILE)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_success_round_trips_through_the_state_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(last_success(dir.path()), None);
-        let when = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        record_time(dir.path(), LAST_SUCCESS_FILE, when).unwrap();
-        assert_eq!(last_success(dir.path()), Some(when));
-        assert_eq!(last_attempt(dir.path()), None);
-    }
-
-    #[test]
-    fn a_fifo_or_link_as_a_time_file_reads_as_never_without_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("elsewhere");
-        std::fs::write(&target, "1800000000\n").unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join(LAST_SUCCESS_FILE)).unwrap();
-        let fifo = dir.path().join(LAST_ATTEMPT_FILE);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        assert_eq!(last_success(dir.path()), None);
-        assert_eq!(last_attempt(dir.path()), None);
-    }
 }

@@ -25,6 +25,7 @@ use crate::exit;
 use crate::report::{self, Attempt};
 use crate::scheduler::{self, Timing};
 use crate::settings::{Loaded, Settings};
+use crate::state;
 
 /// File in `$RUNTIME_DIRECTORY` where each finished reload is recorded as
 /// `GENERATION ok` or `GENERATION failed: WHY`, for `surveyd reload`.
@@ -35,7 +36,7 @@ const STUCK_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the service until SIGTERM/SIGINT; returns the exit code.
 pub fn run(config: &Path) -> u8 {
-    let loaded = match Settings::load(config) {
+    let loaded = match crate::facts::load_settings(config) {
         Ok(loaded) => loaded,
         Err(err) => {
             error!("{err}");
@@ -327,8 +328,8 @@ impl Service {
         let state = &self.settings.state_dir;
         let delay = scheduler::first_delay(
             timing(&self.settings),
-            report::last_success(state),
-            report::last_attempt(state),
+            state::last_success(state),
+            state::last_attempt(state),
             SystemTime::now(),
             &mut rand::thread_rng(),
         );
@@ -462,7 +463,7 @@ impl Service {
         let path = self.config_path.clone();
         let limit = self.settings.timeout;
         self.reloading = Some(Box::pin(async move {
-            let load = tokio::task::spawn_blocking(move || Settings::load(&path));
+            let load = tokio::task::spawn_blocking(move || crate::facts::load_settings(&path));
             match tokio::time::timeout(limit, load).await {
                 Ok(Ok(Ok(loaded))) => Ok(loaded),
                 Ok(Ok(Err(err))) => Err(err.to_string()),
@@ -531,14 +532,14 @@ impl Service {
         // The new interval counts from the last success, as if it had
         // always been in force; if that moment has passed, report now.
         let now = SystemTime::now();
-        let delay = match report::last_success(&new.state_dir) {
+        let delay = match state::last_success(&new.state_dir) {
             Some(last) if self.failures == 0 => (last + new.interval)
                 .duration_since(now)
                 .unwrap_or(Duration::ZERO),
             _ => scheduler::first_delay(
                 timing(new),
                 None,
-                report::last_attempt(&new.state_dir),
+                state::last_attempt(&new.state_dir),
                 now,
                 &mut rand::thread_rng(),
             ),

@@ -13,9 +13,6 @@ use super::dir::{Access, Create};
 use super::{file_name, parent_dir, sibling, ChainPoint, LogDir};
 use crate::safe_fs;
 
-/// Name of the file in the state dir.
-pub const CHAIN_ENDS_FILE: &str = "audit-chain-ends";
-
 /// The file is a few hundred bytes; anything much larger was planted.
 const MAX_ENDS_FILE: u64 = 16 * 1024;
 

@@ -60,7 +60,7 @@
 //!
 //! # The chain's ends, in the state dir
 //!
-//! `audit-chain-ends` records the oldest line still on disk and the last
+//! `audit-chain-ends` (named in `crate::state`) records the oldest line still on disk and the last
 //! line written (seq and hash each), rewritten atomically after every
 //! write, rotation and prune. `verify` and the writer compare the log with
 //! it, so cutting lines off the head or the tail is detected.
@@ -78,7 +78,7 @@ mod verify;
 mod writer;
 
 pub use dir::LogDir;
-pub use ends::{EndsFile, CHAIN_ENDS_FILE};
+pub use ends::EndsFile;
 pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, NewChain, Recovery, RootWrite};

@@ -4,8 +4,8 @@
 use super::AuditAction;
 use crate::audit::{self, ListRow};
 use crate::exit;
-use crate::report;
 use crate::settings::Settings;
+use crate::state;
 
 /// A fresh installation has no audit log: that is not an error, unless the
 /// state dir says reports were attempted, in which case the log was removed.
@@ -18,7 +18,7 @@ pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>
     if log.symlink_metadata().is_ok() || rotated.symlink_metadata().is_ok() {
         return None;
     }
-    if let Some(attempt) = report::last_attempt(&settings.state_dir) {
+    if let Some(attempt) = state::last_attempt(&settings.state_dir) {
         eprintln!(
             "surveyd: audit log {} is missing, but {} records a report attempted at {}",
             log.display(),
@@ -79,7 +79,7 @@ pub(super) fn audit_command(settings: &Settings, json: bool, action: Option<&Aud
             }
         },
         Some(AuditAction::Verify) => {
-            match audit::verify(path, Some(&settings.state_dir.join(audit::CHAIN_ENDS_FILE))) {
+            match audit::verify(path, Some(&state::chain_ends_path(&settings.state_dir))) {
                 Ok(report) => {
                     println!("{report}");
                     exit::OK

@@ -13,6 +13,7 @@ mod audit;
 
 use crate::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::exit;
+use crate::facts;
 use crate::report;
 use crate::settings::Settings;
 
@@ -202,7 +203,7 @@ pub fn ignore_file_size_signal() {
 /// Loads the settings, prints warnings, and runs `then`; a configuration
 /// error ends the command with 78.
 fn with_settings(path: &Path, then: impl FnOnce(Settings) -> u8) -> u8 {
-    match Settings::load(path) {
+    match facts::load_settings(path) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("surveyd: warning: {warning}");

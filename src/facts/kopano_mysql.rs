@@ -18,7 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use tracing::{debug, warn};
 
-use crate::facts::SourceFacts;
+use super::sources::SourceFacts;
 use crate::payload::FactValue;
 use crate::privacy::RawId;
 use crate::settings::{MysqlSettings, Settings};
