@@ -140,7 +140,13 @@ pub fn format_table(rows: &[ListRow]) -> String {
 /// formatting characters from forging rows or reaching the terminal.
 fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if crate::wire::forbidden_char(c) { ' ' } else { c })
+        .map(|c| {
+            if crate::wire::forbidden_char(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
