@@ -5,10 +5,8 @@ pub mod audit;
 pub mod cfgfile;
 pub mod cli;
 pub mod collector;
-pub mod exit;
 pub mod facts;
 pub mod kopano_mysql;
-pub mod logging;
 pub mod payload;
 pub mod privacy;
 pub mod report;
@@ -16,5 +14,10 @@ pub mod safe_fs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+pub mod sys;
 pub mod transport;
 pub mod wire;
+
+// Both programs' exit codes and logging live in `sys`; these names are
+// the ones every module uses.
+pub use sys::{exit, logging};
