@@ -769,6 +769,42 @@ mod tests {
     }
 
     #[test]
+    fn only_what_no_retry_or_restart_can_end_is_fatal() {
+        let path = || PathBuf::from("/var/log/surveyd/audit.log");
+        let fatal_code = |err| match NotSent::from(err) {
+            NotSent::Fatal(failure) => Some(failure.code()),
+            _ => None,
+        };
+        let why = "every user can write it".to_string();
+        assert_eq!(
+            fatal_code(AuditError::UnsafeDir { path: path(), why }),
+            Some(exit::CANTCREAT)
+        );
+        assert_eq!(
+            fatal_code(AuditError::SeqExhausted { path: path() }),
+            Some(exit::CANTCREAT)
+        );
+        let reason = "a bug".to_string();
+        assert_eq!(
+            fatal_code(AuditError::BadBody { reason }),
+            Some(exit::SOFTWARE)
+        );
+        let source = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert!(matches!(
+            NotSent::from(AuditError::Write {
+                path: path(),
+                source
+            }),
+            NotSent::Retry(_)
+        ));
+        let what = "line 2 does not verify".to_string();
+        assert!(matches!(
+            NotSent::from(AuditError::Damaged { what }),
+            NotSent::Held(_)
+        ));
+    }
+
+    #[test]
     fn reload_status_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
