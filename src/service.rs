@@ -91,6 +91,8 @@ impl From<AuditError> for NotSent {
             | AuditError::Write { .. }
             | AuditError::Rotate { .. }
             | AuditError::Recover { .. } => NotSent::Retry(err),
+            // Only the readers raise BadLine (the writer's recovery calls
+            // a bad line damage), but it is damage all the same.
             AuditError::Damaged { .. }
             | AuditError::Replaced { .. }
             | AuditError::BadLine { .. } => NotSent::Held(err),
