@@ -28,11 +28,7 @@ use crate::exit;
 use crate::report::{self, Attempt};
 use crate::scheduler::{self, Timing};
 use crate::settings::{Loaded, Settings};
-use crate::sys::{notify, Failure, Runtime};
-
-/// File in `$RUNTIME_DIRECTORY` where each finished reload is recorded as
-/// `GENERATION ok` or `GENERATION failed: WHY`, for `surveyd reload`.
-pub const RELOAD_STATUS_FILE: &str = "reload-status";
+use crate::sys::{notify, reload, Failure, Runtime};
 
 /// Slack on top of the timeouts before an unfinished report counts as stuck.
 const STUCK_GRACE: Duration = Duration::from_secs(10);
@@ -636,18 +632,7 @@ impl Service {
     /// configuration is in force or rejected.
     fn write_reload_status(&mut self, outcome: &str) {
         self.reload_generation += 1;
-        let Some(dir) = runtime_directory() else {
-            return;
-        };
-        let path = dir.join(RELOAD_STATUS_FILE);
-        let line = format!(
-            "{} {} {outcome}\n",
-            std::process::id(),
-            self.reload_generation
-        );
-        if let Err(err) = crate::safe_fs::write_atomically(&path, line.as_bytes()) {
-            warn!("cannot write {}: {err}", path.display());
-        }
+        reload::record(self.reload_generation, outcome);
     }
 }
 
@@ -666,79 +651,6 @@ async fn report_finished(
     match in_flight {
         Some(in_flight) => (&mut in_flight.handle).await,
         None => std::future::pending().await,
-    }
-}
-
-/// systemd's `$RUNTIME_DIRECTORY` (the first one, if several).
-pub fn runtime_directory() -> Option<PathBuf> {
-    let value = std::env::var_os("RUNTIME_DIRECTORY")?;
-    let first = value.to_string_lossy().split(':').next()?.to_string();
-    (!first.is_empty()).then(|| PathBuf::from(first))
-}
-
-/// A reload outcome as written by the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadStatus {
-    pub pid: u32,
-    pub generation: u64,
-    pub outcome: String,
-}
-
-impl ReloadStatus {
-    pub fn read(dir: &Path) -> Option<ReloadStatus> {
-        let text = std::fs::read_to_string(dir.join(RELOAD_STATUS_FILE)).ok()?;
-        let mut parts = text.trim_end().splitn(3, ' ');
-        Some(ReloadStatus {
-            pid: parts.next()?.parse().ok()?,
-            generation: parts.next()?.parse().ok()?,
-            outcome: parts.next()?.to_string(),
-        })
-    }
-}
-
-/// `surveyd reload`: signals the running service and waits until it has
-/// applied or rejected its configuration (systemd 252 has no
-/// `Type=notify-reload`, and `kill -HUP` alone would return at once).
-pub fn request_reload(pid: Option<u32>, wait: Duration) -> Result<String, String> {
-    let dir = runtime_directory()
-        .ok_or("RUNTIME_DIRECTORY is not set: run this as the unit's ExecReload")?;
-    let pid = match pid {
-        Some(pid) => pid,
-        None => std::env::var("MAINPID")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or("MAINPID is not set: run this as the unit's ExecReload, or pass --pid")?,
-    };
-    let before = ReloadStatus::read(&dir)
-        .filter(|s| s.pid == pid)
-        .map(|s| s.generation)
-        .unwrap_or(0);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .map_err(|err| format!("cannot signal process {pid}: {err}"))?;
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(status) = ReloadStatus::read(&dir) {
-            if status.pid == pid && status.generation > before {
-                return if status.outcome == "ok" {
-                    Ok("configuration reloaded".to_string())
-                } else {
-                    Err(format!(
-                        "{} (the running configuration is kept)",
-                        status.outcome
-                    ))
-                };
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "process {pid} did not confirm the reload within {} s",
-                wait.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -804,23 +716,5 @@ mod tests {
             NotSent::from(AuditError::Damaged { what }),
             NotSent::Held(_)
         ));
-    }
-
-    #[test]
-    fn reload_status_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(RELOAD_STATUS_FILE),
-            "42 3 failed: bad value at /etc/x.cfg:7\n",
-        )
-        .unwrap();
-        assert_eq!(
-            ReloadStatus::read(dir.path()).unwrap(),
-            ReloadStatus {
-                pid: 42,
-                generation: 3,
-                outcome: "failed: bad value at /etc/x.cfg:7".into()
-            }
-        );
     }
 }

@@ -167,7 +167,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Run => return sys::end_service(crate::service::run(&cli.config)),
         Command::Reload { pid, wait } => {
-            crate::service::request_reload(*pid, std::time::Duration::from_secs(*wait))
+            sys::reload::request(*pid, std::time::Duration::from_secs(*wait))
                 .map(|message| println!("surveyd: {message}"))
                 .map_err(|message| Failure::new(exit::CONFIG, format!("reload failed: {message}")))
         }

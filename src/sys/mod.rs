@@ -1,9 +1,9 @@
 //! What the daemon (`surveyd run`) and the collector (`surveyd-collector
 //! serve`) share as systemd services and as programs: the sd_notify
-//! protocol and the watchdog period ([`notify`]), the tokio runtime they
-//! run on ([`Runtime`]), how a command or a service ends ([`Failure`],
-//! [`exit`] codes from sysexits.h), and where their log lines go
-//! ([`logging`]).
+//! protocol and the watchdog period ([`notify`]), the synchronous reload
+//! hand-off for ExecReload ([`reload`]), the tokio runtime they run on
+//! ([`Runtime`]), how a command or a service ends ([`Failure`], [`exit`]
+//! codes from sysexits.h), and where their log lines go ([`logging`]).
 //!
 //! Both service loops split what goes wrong the same way, as routinator's
 //! `Failed`/`RunFailed` do: an error that can pass without anyone acting
@@ -16,6 +16,7 @@ pub mod exit;
 mod failure;
 pub mod logging;
 pub mod notify;
+pub mod reload;
 mod runtime;
 
 pub use failure::{end_command, end_service, Failure};
