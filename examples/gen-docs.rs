@@ -26,8 +26,8 @@ use clap_mangen::Man;
 use surveyd::cli::DEFAULT_CONFIG;
 use surveyd::exit;
 use surveyd::logging::REPORT_SENT_MESSAGE_ID;
-use surveyd::service::RELOAD_STATUS_FILE;
 use surveyd::settings::{Settings, KNOWN_KEYS};
+use surveyd::sys::reload::RELOAD_STATUS_FILE;
 
 /// The commented conffile, relative to the crate root.
 const CONFFILE_SOURCE: &str = "etc/surveyd.cfg";

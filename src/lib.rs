@@ -5,9 +5,7 @@ pub mod audit;
 pub mod cfgfile;
 pub mod cli;
 pub mod collector;
-pub mod exit;
 pub mod facts;
-pub mod logging;
 pub mod payload;
 pub mod privacy;
 pub mod report;
@@ -16,8 +14,12 @@ pub mod scheduler;
 pub mod service;
 pub mod settings;
 pub mod state;
+pub mod sys;
 pub mod transport;
 pub mod wire;
 
 /// Kept at the crate root too: the integration tests name its queries there.
 pub use facts::kopano_mysql;
+// Both programs' exit codes and logging live in `sys`; these names are
+// the ones every module uses.
+pub use sys::{exit, logging};

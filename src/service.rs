@@ -8,13 +8,16 @@
 //! loop; the watchdog is only fed while no report has outlived every
 //! timeout it is bound by, so a stuck loop or a stuck report gets the
 //! service restarted by systemd.
+//!
+//! What the audit log does wrong is split by [`NotSent`]: retried with
+//! backoff, held (the service runs and sends nothing until the admin
+//! acts) or fatal (the loop ends with a [`Failure`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,46 +29,81 @@ use crate::report::{self, Attempt};
 use crate::scheduler::{self, Timing};
 use crate::settings::{Loaded, Settings};
 use crate::state;
-
-/// File in `$RUNTIME_DIRECTORY` where each finished reload is recorded as
-/// `GENERATION ok` or `GENERATION failed: WHY`, for `surveyd reload`.
-pub const RELOAD_STATUS_FILE: &str = "reload-status";
+use crate::sys::{notify, reload, Failure, Runtime};
 
 /// Slack on top of the timeouts before an unfinished report counts as stuck.
 const STUCK_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the service until SIGTERM/SIGINT; returns the exit code.
-pub fn run(config: &Path) -> u8 {
-    let loaded = match crate::facts::load_settings(config) {
-        Ok(loaded) => loaded,
-        Err(err) => {
-            error!("{err}");
-            notify(&[NotifyState::Status(&format!("configuration error: {err}"))]);
-            return exit::CONFIG;
-        }
-    };
+/// Runs the service until SIGTERM/SIGINT, or until a failure that only
+/// the admin can end.
+pub fn run(config: &Path) -> Result<(), Failure> {
+    let loaded =
+        crate::facts::load_settings(config).map_err(|err| Failure::new(exit::CONFIG, err))?;
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
     let settings = loaded.settings;
     let (audit, audit_problem) = match report::open_audit(&settings, crate::audit::LOCK_WAIT) {
         Ok(audit) => (Some(audit), None),
-        // Damage is for the admin to look at; the service keeps running
-        // (and sends nothing) until `surveyd audit new-chain`.
-        Err(err) if err.is_damage() => {
-            error!("{err}");
-            (None, Some(format!("not sent: {err}")))
-        }
-        Err(err) => {
-            error!("{err}");
-            notify(&[NotifyState::Status(&format!("audit log error: {err}"))]);
-            return exit::CANTCREAT;
-        }
+        Err(err) => match NotSent::from(err) {
+            NotSent::Held(err) => {
+                error!("{err}");
+                (None, Some(format!("not sent: {err}")))
+            }
+            // Before the first report nothing has been retried yet: a
+            // log that cannot be opened is left to systemd's Restart=.
+            NotSent::Retry(err) => return Err(Failure::new(exit::CANTCREAT, err)),
+            NotSent::Fatal(failure) => return Err(failure),
+        },
     };
     exit_soon_after_stop_signals_whatever_blocks();
     let mut service = Service::new(config.to_path_buf(), settings, audit);
     service.last_outcome = audit_problem;
-    Runtime::new().block_on(service.run())
+    Runtime::current_thread()?.block_on(service.run())
+}
+
+/// Why a report was not sent (its audit log could not be opened or
+/// written), and what the loop does about it. The rule: an error that can
+/// pass without anyone acting (an I/O error: a full disk, a file size
+/// limit, a lock another `surveyd` holds for a moment) is retried with
+/// backoff; a log that is damaged or was replaced under the service is
+/// held: the service keeps running, sends nothing and says so in STATUS,
+/// because the admin's `surveyd audit new-chain` mends it while it runs;
+/// an error that no retry and no restart can end is fatal: the loop
+/// stops with exit status 73 (70 for a bug), as it would at start.
+enum NotSent {
+    Retry(AuditError),
+    Held(AuditError),
+    Fatal(Failure),
+}
+
+impl From<AuditError> for NotSent {
+    fn from(err: AuditError) -> NotSent {
+        // Every variant is named, so a new one gets a decision.
+        match err {
+            AuditError::CreateDir { .. }
+            | AuditError::Open { .. }
+            | AuditError::Lock { .. }
+            | AuditError::Locked { .. }
+            | AuditError::Read { .. }
+            | AuditError::Write { .. }
+            | AuditError::Rotate { .. }
+            | AuditError::Recover { .. } => NotSent::Retry(err),
+            // Only the readers raise BadLine (the writer's recovery calls
+            // a bad line damage), but it is damage all the same.
+            AuditError::Damaged { .. }
+            | AuditError::Replaced { .. }
+            | AuditError::BadLine { .. } => NotSent::Held(err),
+            // A directory root may not write into, a chain with no end to
+            // continue from, a sequence at its end: the files stay as
+            // they are until the admin changes them.
+            AuditError::UnsafeDir { .. }
+            | AuditError::NoChainToContinue { .. }
+            | AuditError::SeqExhausted { .. } => NotSent::Fatal(Failure::new(exit::CANTCREAT, err)),
+            // The same payload builder would build the same bad body.
+            AuditError::BadBody { .. } => NotSent::Fatal(Failure::new(exit::SOFTWARE, err)),
+        }
+    }
 }
 
 /// How long the in-flight report may take to record its cancellation
@@ -76,44 +114,6 @@ const CANCEL_GRACE: Duration = Duration::from_millis(500);
 /// loop never got to handle the signal (its thread blocked in a read).
 const STOP_DEADLINE: Duration = Duration::from_millis(900);
 
-/// A tokio runtime for one command or the service. Dropping it abandons
-/// whatever still runs on its blocking threads instead of waiting: a name
-/// lookup that no DNS server answers runs there and cannot be cancelled,
-/// and the result it would bring is no longer wanted.
-pub struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl Runtime {
-    pub fn new() -> Runtime {
-        Runtime(Some(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime can be built"),
-        ))
-    }
-
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.0
-            .as_ref()
-            .expect("the runtime is only taken when dropped")
-            .block_on(future)
-    }
-}
-
-impl Default for Runtime {
-    fn default() -> Self {
-        Runtime::new()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// The last line of defence for "SIGTERM stops the service within a
 /// second": a thread of its own that also waits for SIGTERM/SIGINT and, if
 /// the process is still there [`STOP_DEADLINE`] later, exits. It only acts
@@ -123,7 +123,10 @@ fn exit_soon_after_stop_signals_whatever_blocks() {
     let spawned = std::thread::Builder::new()
         .name("stop-deadline".into())
         .spawn(|| {
-            let runtime = Runtime::new();
+            let Ok(runtime) = Runtime::current_thread() else {
+                warn!("cannot start the stop-deadline thread's runtime");
+                return;
+            };
             let signalled = runtime.block_on(async {
                 let (Ok(mut term), Ok(mut int)) = (
                     signal(SignalKind::terminate()),
@@ -144,35 +147,13 @@ fn exit_soon_after_stop_signals_whatever_blocks() {
                      blocked); exiting without it",
                     STOP_DEADLINE.as_millis()
                 );
-                notify(&[NotifyState::Stopping]);
+                notify::stopping(false);
                 std::process::exit(exit::OK.into());
             }
         });
     if let Err(err) = spawned {
         warn!("cannot start the stop-deadline thread: {err}");
     }
-}
-
-/// Sends sd_notify states as one datagram; without NOTIFY_SOCKET this does
-/// nothing.
-fn notify(states: &[NotifyState]) {
-    if let Err(err) = sd_notify::notify(false, states) {
-        warn!("cannot notify systemd: {err}");
-    }
-}
-
-/// The watchdog period systemd asked for, with libsystemd's rules:
-/// `WATCHDOG_USEC` set and, if `WATCHDOG_PID` is set too, naming this
-/// process. (The sd-notify crate insists on WATCHDOG_PID, which
-/// `sd_watchdog_enabled()` does not.)
-pub fn watchdog_period() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 /// Whether the watchdog may be fed: false once a report has been running
@@ -225,6 +206,9 @@ struct Service {
     /// Consecutive failures, for the backoff.
     failures: u32,
     last_outcome: Option<String>,
+    /// Set by whatever met a failure only the admin can end; the loop
+    /// returns it once the event that found it is handled.
+    fatal: Option<Failure>,
     /// Set when the last reload was rejected; shown in STATUS.
     reload_problem: Option<String>,
     reload_generation: u64,
@@ -245,6 +229,7 @@ impl Service {
             in_flight: None,
             failures: 0,
             last_outcome: None,
+            fatal: None,
             reload_problem: None,
             reload_generation: 0,
             reloading: None,
@@ -254,7 +239,7 @@ impl Service {
         service
     }
 
-    async fn run(mut self) -> u8 {
+    async fn run(mut self) -> Result<(), Failure> {
         let (mut hup, mut term, mut int, mut usr1) = match (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
@@ -262,12 +247,14 @@ impl Service {
             signal(SignalKind::user_defined1()),
         ) {
             (Ok(hup), Ok(term), Ok(int), Ok(usr1)) => (hup, term, int, usr1),
-            _ => {
-                error!("cannot install signal handlers");
-                return exit::SOFTWARE;
+            (Err(err), ..) | (_, Err(err), ..) | (.., Err(err), _) | (.., Err(err)) => {
+                return Err(Failure::new(
+                    exit::OSERR,
+                    format!("cannot install the signal handlers: {err}"),
+                ));
             }
         };
-        let mut watchdog = watchdog_period().map(|period| {
+        let mut watchdog = notify::watchdog_period().map(|period| {
             let mut tick = tokio::time::interval(period / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick
@@ -279,7 +266,7 @@ impl Service {
             self.config_path.display(),
             self.plan()
         );
-        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        notify::ready(&self.status_line());
         self.write_reload_status("ok");
 
         loop {
@@ -292,7 +279,7 @@ impl Service {
                 _ = async { watchdog.as_mut().unwrap().tick().await }, if watchdog.is_some() => {
                     let started = self.in_flight.as_ref().map(|f| f.started);
                     if healthy(started, report_limit(&self.settings), Instant::now()) {
-                        notify(&[NotifyState::Watchdog]);
+                        notify::watchdog();
                     } else {
                         error!("a report has been running longer than its timeouts allow; \
                                 no longer feeding the watchdog");
@@ -310,12 +297,17 @@ impl Service {
                     match joined {
                         Ok(result) => self.finish_report(result),
                         Err(err) => {
-                            error!("report task failed: {err}");
-                            return exit::SOFTWARE;
+                            return Err(Failure::new(
+                                exit::SOFTWARE,
+                                format!("the report task failed: {err}"),
+                            ));
                         }
                     }
-                    notify(&[NotifyState::Status(&self.status_line())]);
+                    notify::status(&self.status_line());
                 }
+            }
+            if let Some(failure) = self.fatal.take() {
+                return Err(failure);
             }
         }
     }
@@ -357,8 +349,8 @@ impl Service {
             match report::open_audit(&self.settings, Duration::ZERO) {
                 Ok(audit) => self.audit = Some(audit),
                 Err(err) => {
-                    self.finish_report_not_sent(err);
-                    notify(&[NotifyState::Status(&self.status_line())]);
+                    self.finish_report_not_sent(err.into());
+                    notify::status(&self.status_line());
                     return;
                 }
             }
@@ -384,19 +376,22 @@ impl Service {
             cancel,
             started: Instant::now(),
         });
-        notify(&[NotifyState::Status("sending a report")]);
+        notify::status("sending a report");
     }
 
     fn finish_report(&mut self, (audit, result): ReportResult) {
-        // A damaged or replaced log is let go of (and its lock with it), so
-        // that the admin can run `surveyd audit new-chain`.
-        let damaged = matches!(&result, Err(err) if err.is_damage());
-        self.audit = (!damaged).then_some(audit);
-        self.sync_audit_settings();
-        let result = match result {
-            Err(err) => return self.finish_report_not_sent(err),
-            Ok(attempt) => attempt,
+        let (result, not_sent) = match result {
+            Ok(attempt) => (attempt, None),
+            Err(err) => (None, Some(NotSent::from(err))),
         };
+        // A held log is let go of (and its lock with it), so that the
+        // admin can run `surveyd audit new-chain`.
+        let held = matches!(not_sent, Some(NotSent::Held(_)));
+        self.audit = (!held).then_some(audit);
+        self.sync_audit_settings();
+        if let Some(not_sent) = not_sent {
+            return self.finish_report_not_sent(not_sent);
+        }
         let mut rng = rand::thread_rng();
         let timing = timing(&self.settings);
         let delay = match result {
@@ -430,7 +425,14 @@ impl Service {
     }
 
     /// The audit log could not be opened or written: nothing was sent.
-    fn finish_report_not_sent(&mut self, err: AuditError) {
+    fn finish_report_not_sent(&mut self, not_sent: NotSent) {
+        let err = match not_sent {
+            NotSent::Retry(err) | NotSent::Held(err) => err,
+            NotSent::Fatal(failure) => {
+                self.fatal = Some(failure);
+                return;
+            }
+        };
         self.failures += 1;
         error!("report not sent: {err}");
         self.last_outcome = Some(format!("not sent: {err}"));
@@ -452,10 +454,7 @@ impl Service {
             self.reload_again = true;
             return;
         }
-        match sd_notify::NotifyState::monotonic_usec_now() {
-            Ok(now) => notify(&[NotifyState::Reloading, now]),
-            Err(_) => notify(&[NotifyState::Reloading]),
-        }
+        notify::reloading();
         self.start_loading();
     }
 
@@ -501,7 +500,7 @@ impl Service {
         // the outcome: systemd reads notifications before it sees the
         // ExecReload process exit, so when `systemctl reload` returns,
         // `systemctl status` already shows the new state.
-        notify(&[NotifyState::Ready, NotifyState::Status(&self.status_line())]);
+        notify::ready(&self.status_line());
         self.write_reload_status(&outcome);
     }
 
@@ -572,8 +571,8 @@ impl Service {
         }
     }
 
-    async fn stop(mut self) -> u8 {
-        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    async fn stop(mut self) -> Result<(), Failure> {
+        notify::stopping(true);
         if let Some(in_flight) = self.in_flight.take() {
             let _ = in_flight.cancel.send(());
             match tokio::time::timeout(CANCEL_GRACE, in_flight.handle).await {
@@ -587,7 +586,8 @@ impl Service {
             }
         }
         info!("surveyd stopped");
-        exit::OK
+        // The cancelled report may have met a failure that outlives it.
+        self.fatal.map_or(Ok(()), Err)
     }
 
     /// What the service will do, for logs.
@@ -634,18 +634,7 @@ impl Service {
     /// configuration is in force or rejected.
     fn write_reload_status(&mut self, outcome: &str) {
         self.reload_generation += 1;
-        let Some(dir) = runtime_directory() else {
-            return;
-        };
-        let path = dir.join(RELOAD_STATUS_FILE);
-        let line = format!(
-            "{} {} {outcome}\n",
-            std::process::id(),
-            self.reload_generation
-        );
-        if let Err(err) = crate::safe_fs::write_atomically(&path, line.as_bytes()) {
-            warn!("cannot write {}: {err}", path.display());
-        }
+        reload::record(self.reload_generation, outcome);
     }
 }
 
@@ -664,79 +653,6 @@ async fn report_finished(
     match in_flight {
         Some(in_flight) => (&mut in_flight.handle).await,
         None => std::future::pending().await,
-    }
-}
-
-/// systemd's `$RUNTIME_DIRECTORY` (the first one, if several).
-pub fn runtime_directory() -> Option<PathBuf> {
-    let value = std::env::var_os("RUNTIME_DIRECTORY")?;
-    let first = value.to_string_lossy().split(':').next()?.to_string();
-    (!first.is_empty()).then(|| PathBuf::from(first))
-}
-
-/// A reload outcome as written by the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadStatus {
-    pub pid: u32,
-    pub generation: u64,
-    pub outcome: String,
-}
-
-impl ReloadStatus {
-    pub fn read(dir: &Path) -> Option<ReloadStatus> {
-        let text = std::fs::read_to_string(dir.join(RELOAD_STATUS_FILE)).ok()?;
-        let mut parts = text.trim_end().splitn(3, ' ');
-        Some(ReloadStatus {
-            pid: parts.next()?.parse().ok()?,
-            generation: parts.next()?.parse().ok()?,
-            outcome: parts.next()?.to_string(),
-        })
-    }
-}
-
-/// `surveyd reload`: signals the running service and waits until it has
-/// applied or rejected its configuration (systemd 252 has no
-/// `Type=notify-reload`, and `kill -HUP` alone would return at once).
-pub fn request_reload(pid: Option<u32>, wait: Duration) -> Result<String, String> {
-    let dir = runtime_directory()
-        .ok_or("RUNTIME_DIRECTORY is not set: run this as the unit's ExecReload")?;
-    let pid = match pid {
-        Some(pid) => pid,
-        None => std::env::var("MAINPID")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or("MAINPID is not set: run this as the unit's ExecReload, or pass --pid")?,
-    };
-    let before = ReloadStatus::read(&dir)
-        .filter(|s| s.pid == pid)
-        .map(|s| s.generation)
-        .unwrap_or(0);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .map_err(|err| format!("cannot signal process {pid}: {err}"))?;
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(status) = ReloadStatus::read(&dir) {
-            if status.pid == pid && status.generation > before {
-                return if status.outcome == "ok" {
-                    Ok("configuration reloaded".to_string())
-                } else {
-                    Err(format!(
-                        "{} (the running configuration is kept)",
-                        status.outcome
-                    ))
-                };
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "process {pid} did not confirm the reload within {} s",
-                wait.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -769,20 +685,38 @@ mod tests {
     }
 
     #[test]
-    fn reload_status_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(RELOAD_STATUS_FILE),
-            "42 3 failed: bad value at /etc/x.cfg:7\n",
-        )
-        .unwrap();
+    fn only_what_no_retry_or_restart_can_end_is_fatal() {
+        let path = || PathBuf::from("/var/log/surveyd/audit.log");
+        let fatal_code = |err| match NotSent::from(err) {
+            NotSent::Fatal(failure) => Some(failure.code()),
+            _ => None,
+        };
+        let why = "every user can write it".to_string();
         assert_eq!(
-            ReloadStatus::read(dir.path()).unwrap(),
-            ReloadStatus {
-                pid: 42,
-                generation: 3,
-                outcome: "failed: bad value at /etc/x.cfg:7".into()
-            }
+            fatal_code(AuditError::UnsafeDir { path: path(), why }),
+            Some(exit::CANTCREAT)
         );
+        assert_eq!(
+            fatal_code(AuditError::SeqExhausted { path: path() }),
+            Some(exit::CANTCREAT)
+        );
+        let reason = "a bug".to_string();
+        assert_eq!(
+            fatal_code(AuditError::BadBody { reason }),
+            Some(exit::SOFTWARE)
+        );
+        let source = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert!(matches!(
+            NotSent::from(AuditError::Write {
+                path: path(),
+                source
+            }),
+            NotSent::Retry(_)
+        ));
+        let what = "line 2 does not verify".to_string();
+        assert!(matches!(
+            NotSent::from(AuditError::Damaged { what }),
+            NotSent::Held(_)
+        ));
     }
 }

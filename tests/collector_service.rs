@@ -175,3 +175,98 @@ fn sigterm_lets_an_inflight_connection_finish_and_commits_it() {
         "the in-flight report was committed"
     );
 }
+
+/// `serve` with `config` under the fake systemd, expected to fail at
+/// start: its exit code, its standard error, and the STATUS it left.
+fn failed_serve(config: &std::path::Path) -> (Option<i32>, String, String) {
+    let systemd = FakeSystemd::new();
+    let mut child = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(config)
+        .arg("serve")
+        .env("NOTIFY_SOCKET", &systemd.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let failed = systemd.wait_for("STATUS=failed", |m| m.contains("STATUS=failed: "));
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the collector did not exit after saying {failed}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status_line = failed
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap()
+        .to_string();
+    (status.code(), err, status_line)
+}
+
+#[test]
+fn a_bad_configuration_at_start_is_in_status_and_exits_78() {
+    let backend = Backend::Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &backend, "bogus_key = 1\n");
+    let (code, err, status) = failed_serve(&config);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(status.contains("bogus_key"), "{status}");
+    assert!(err.contains("bogus_key"), "{err}");
+}
+
+#[test]
+fn an_address_already_in_use_is_in_status_and_exits_71() {
+    let backend = Backend::Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &backend, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &addr.to_string());
+    std::fs::write(&config, text).unwrap();
+    let (code, err, status) = failed_serve(&config);
+    assert_eq!(code, Some(71), "{err}");
+    assert!(
+        status.contains(&format!("cannot listen on {addr}")),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_is_in_status_and_exits_69() {
+    let dir = tempfile::tempdir().unwrap();
+    // The database's directory is a regular file: SQLite cannot create it.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let backend = Backend::Sqlite {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let config = write_config(dir.path(), &backend, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &backend.database(),
+        &blocker.join("collector.db").display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, err, status) = failed_serve(&config);
+    assert_eq!(code, Some(69), "{err}");
+    assert!(status.contains("not-a-dir"), "{status}");
+}

@@ -131,6 +131,35 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Waits for the daemon to exit by itself, draining datagrams meanwhile;
+    /// returns its exit status and standard error.
+    fn exited(mut self) -> (i32, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status.code().unwrap_or(-1), err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit by itself; saw {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -489,4 +518,72 @@ fn sigterm_stops_the_service_even_while_a_read_blocks_its_loop() {
     };
     let (code, err) = daemon.stop();
     assert_eq!(code, 0, "{err}");
+}
+
+/// Starts a daemon with nothing due, then moves its audit log by reload to
+/// `log_dir` and asks for a report: the log is opened there first.
+fn report_into_moved_log(log_dir: &std::path::Path) -> (Install, StandIn, Daemon) {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_start_delay = 3600\n");
+    let mut daemon = Daemon::start(&install);
+    daemon.ready();
+    let moved = log_dir.join("audit.log");
+    let config = std::fs::read_to_string(install.config_path()).unwrap();
+    let config = config.replace(
+        &install.audit_log().display().to_string(),
+        &moved.display().to_string(),
+    );
+    std::fs::write(install.config_path(), config).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect("RELOADING=1", |d| d.lines().any(|l| l == "RELOADING=1"));
+    daemon.ready();
+    daemon.signal(Signal::SIGUSR1);
+    (install, server, daemon)
+}
+
+#[test]
+fn an_audit_log_in_a_directory_every_user_can_write_ends_the_service_with_73() {
+    if !is_root() {
+        skip("root is refused a directory every user can write; only root sees it");
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let open_dir = outside.path().join("everyone");
+    std::fs::create_dir(&open_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let (_install, server, mut daemon) = report_into_moved_log(&open_dir);
+    let failed = daemon.expect("STATUS=failed", |d| status_of(d).starts_with("failed:"));
+    assert!(
+        status_of(&failed).contains("refusing to write as root"),
+        "{failed}"
+    );
+    let (code, err) = daemon.exited();
+    assert_eq!(code, 73, "{err}");
+    assert!(err.contains("every user can write it"), "{err}");
+    assert!(server.requests().is_empty(), "nothing was sent");
+    assert_eq!(
+        std::fs::read_dir(&open_dir).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+#[test]
+fn an_audit_log_with_no_chain_to_continue_ends_the_service_with_73() {
+    let outside = tempfile::tempdir().unwrap();
+    // An emptied log whose rotated file holds no entry either: the chain
+    // cannot go on without the admin moving the files aside.
+    std::fs::write(outside.path().join("audit.log"), "").unwrap();
+    std::fs::write(outside.path().join("audit.log.1"), "").unwrap();
+
+    let (_install, server, mut daemon) = report_into_moved_log(outside.path());
+    let failed = daemon.expect("STATUS=failed", |d| status_of(d).starts_with("failed:"));
+    assert!(status_of(&failed).contains("no readable entry"), "{failed}");
+    let (code, err) = daemon.exited();
+    assert_eq!(code, 73, "{err}");
+    assert!(err.contains("move"), "the log says what to do: {err}");
+    assert!(server.requests().is_empty(), "nothing was sent");
 }

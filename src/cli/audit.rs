@@ -6,10 +6,14 @@ use crate::audit::{self, ListRow};
 use crate::exit;
 use crate::settings::Settings;
 use crate::state;
+use crate::sys::Failure;
 
 /// A fresh installation has no audit log: that is not an error, unless the
 /// state dir says reports were attempted, in which case the log was removed.
-pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>) -> Option<u8> {
+pub(super) fn no_audit_log_yet(
+    settings: &Settings,
+    action: Option<&AuditAction>,
+) -> Option<Result<(), Failure>> {
     let log = &settings.audit_log;
     let rotated = log.with_file_name(format!(
         "{}.1",
@@ -19,30 +23,36 @@ pub(super) fn no_audit_log_yet(settings: &Settings, action: Option<&AuditAction>
         return None;
     }
     if let Some(attempt) = state::last_attempt(&settings.state_dir) {
-        eprintln!(
-            "surveyd: audit log {} is missing, but {} records a report attempted at {}",
-            log.display(),
-            settings.state_dir.display(),
-            humantime::format_rfc3339_seconds(attempt)
-        );
-        return Some(exit::DATAERR);
+        return Some(Err(Failure::new(
+            exit::DATAERR,
+            format!(
+                "audit log {} is missing, but {} records a report attempted at {}",
+                log.display(),
+                settings.state_dir.display(),
+                humantime::format_rfc3339_seconds(attempt)
+            ),
+        )));
     }
     match action {
-        Some(AuditAction::Show { seq }) => {
-            eprintln!("surveyd: no report with sequence number {seq}: no report was sent yet");
-            Some(exit::DATAERR)
-        }
+        Some(AuditAction::Show { seq }) => Some(Err(Failure::new(
+            exit::DATAERR,
+            format!("no report with sequence number {seq}: no report was sent yet"),
+        ))),
         _ => {
             eprintln!(
                 "surveyd: no report was sent yet (no audit log at {})",
                 log.display()
             );
-            Some(exit::OK)
+            Some(Ok(()))
         }
     }
 }
 
-pub(super) fn audit_command(settings: &Settings, json: bool, action: Option<&AuditAction>) -> u8 {
+pub(super) fn audit_command(
+    settings: &Settings,
+    json: bool,
+    action: Option<&AuditAction>,
+) -> Result<(), Failure> {
     let path = settings.audit_log.as_path();
     match action {
         None => match audit::list(path) {
@@ -52,42 +62,33 @@ pub(super) fn audit_command(settings: &Settings, json: bool, action: Option<&Aud
                 } else {
                     print!("{}", format_table(&rows));
                 }
-                exit::OK
+                Ok(())
             }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
+            Err(err) => Err(Failure::new(exit::IOERR, err)),
         },
         Some(AuditAction::NewChain) => super::new_chain(settings),
         Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
             Ok(Some(entry)) => {
                 let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
                 println!("{body}");
-                exit::OK
+                Ok(())
             }
-            Ok(None) => {
-                eprintln!(
-                    "surveyd: no report with sequence number {seq} in {}",
-                    path.display()
-                );
-                exit::DATAERR
-            }
-            Err(err) => {
-                eprintln!("surveyd: {err}");
-                exit::IOERR
-            }
+            Ok(None) => Err(Failure::new(
+                exit::DATAERR,
+                format!("no report with sequence number {seq} in {}", path.display()),
+            )),
+            Err(err) => Err(Failure::new(exit::IOERR, err)),
         },
         Some(AuditAction::Verify) => {
             match audit::verify(path, Some(&state::chain_ends_path(&settings.state_dir))) {
                 Ok(report) => {
                     println!("{report}");
-                    exit::OK
+                    Ok(())
                 }
-                Err(failure) => {
-                    eprintln!("surveyd: audit log verification FAILED: {failure}");
-                    exit::DATAERR
-                }
+                Err(failure) => Err(Failure::new(
+                    exit::DATAERR,
+                    format!("audit log verification FAILED: {failure}"),
+                )),
             }
         }
     }

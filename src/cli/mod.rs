@@ -16,6 +16,7 @@ use crate::exit;
 use crate::facts;
 use crate::report;
 use crate::settings::Settings;
+use crate::sys::{self, Failure, Runtime};
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/surveyd/surveyd.cfg";
@@ -146,13 +147,13 @@ pub enum AuditAction {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::logging::init("surveyd", "SURVEYD_LOG");
-    ignore_file_size_signal();
-    let code = match &cli.command {
+    sys::ignore_file_size_signal();
+    let result = match &cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Preview => with_settings(&cli.config, |settings| {
-            let payload = runtime().block_on(report::prepare(&settings));
+            let payload = Runtime::current_thread()?.block_on(report::prepare(&settings));
             println!("{}", String::from_utf8_lossy(payload.as_bytes()));
-            exit::OK
+            Ok(())
         }),
         Command::Send => with_settings(&cli.config, send),
         Command::Audit {
@@ -160,64 +161,35 @@ pub fn main() -> ExitCode {
             ..
         } => with_settings(&cli.config, |settings| new_chain(&settings)),
         Command::Audit { json, action } => with_settings(&cli.config, |settings| {
-            if let Some(code) = no_audit_log_yet(&settings, action.as_ref()) {
-                return code;
+            if let Some(result) = no_audit_log_yet(&settings, action.as_ref()) {
+                return result;
             }
             audit_command(&settings, *json, action.as_ref())
         }),
-        Command::Run => crate::service::run(&cli.config),
+        Command::Run => return sys::end_service(crate::service::run(&cli.config)),
         Command::Reload { pid, wait } => {
-            match crate::service::request_reload(*pid, std::time::Duration::from_secs(*wait)) {
-                Ok(message) => {
-                    println!("surveyd: {message}");
-                    exit::OK
-                }
-                Err(message) => {
-                    eprintln!("surveyd: reload failed: {message}");
-                    exit::CONFIG
-                }
-            }
+            sys::reload::request(*pid, std::time::Duration::from_secs(*wait))
+                .map(|message| println!("surveyd: {message}"))
+                .map_err(|message| Failure::new(exit::CONFIG, format!("reload failed: {message}")))
         }
     };
-    ExitCode::from(code)
-}
-
-/// A command's runtime: dropping it never waits for a name lookup that
-/// outlived the request's timeout.
-fn runtime() -> crate::service::Runtime {
-    crate::service::Runtime::new()
-}
-
-/// A write past RLIMIT_FSIZE raises SIGXFSZ, which kills silently; ignored,
-/// the write fails with EFBIG instead and is reported like any other
-/// failed audit write. Used by both programs.
-pub fn ignore_file_size_signal() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: SIG_IGN runs no code in the handler, so nothing in this
-    // process can be interrupted in an unsafe state.
-    if let Err(err) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
-        tracing::warn!("cannot ignore SIGXFSZ: {err}");
-    }
+    sys::end_command("surveyd", result)
 }
 
 /// Loads the settings, prints warnings, and runs `then`; a configuration
 /// error ends the command with 78.
-fn with_settings(path: &Path, then: impl FnOnce(Settings) -> u8) -> u8 {
-    match facts::load_settings(path) {
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                eprintln!("surveyd: warning: {warning}");
-            }
-            then(loaded.settings)
-        }
-        Err(err) => {
-            eprintln!("surveyd: {err}");
-            exit::CONFIG
-        }
+fn with_settings(
+    path: &Path,
+    then: impl FnOnce(Settings) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let loaded = facts::load_settings(path).map_err(|err| Failure::new(exit::CONFIG, err))?;
+    for warning in &loaded.warnings {
+        eprintln!("surveyd: warning: {warning}");
     }
+    then(loaded.settings)
 }
 
-fn check_config(path: &Path) -> u8 {
+fn check_config(path: &Path) -> Result<(), Failure> {
     with_settings(path, |settings| {
         for warning in crate::payload::static_fact_warnings(&settings) {
             eprintln!("surveyd: warning: {warning}");
@@ -225,31 +197,26 @@ fn check_config(path: &Path) -> u8 {
         for (key, value) in settings.effective() {
             println!("{key} = {value}");
         }
-        exit::OK
+        Ok(())
     })
 }
 
-fn send(settings: Settings) -> u8 {
+fn send(settings: Settings) -> Result<(), Failure> {
     if !settings.enabled() {
-        eprintln!(
-            "surveyd: surveyclient_interval is 0, which switches reporting off; nothing was sent"
-        );
-        return exit::CONFIG;
+        return Err(Failure::new(
+            exit::CONFIG,
+            "surveyclient_interval is 0, which switches reporting off; nothing was sent",
+        ));
     }
-    let rt = runtime();
+    let rt = Runtime::current_thread()?;
     // Collected before any change of user, with the invoking user's access.
     let payload = rt.block_on(report::prepare(&settings));
     let opened = report::audit_options(&settings, audit_log::LOCK_WAIT).and_then(|options| {
         let dir = writable_log_dir(&settings)?;
         report::open_audit_in(dir, &settings, options)
     });
-    let mut log = match opened {
-        Ok(log) => log,
-        Err(err) => {
-            eprintln!("surveyd: {err}; nothing was sent");
-            return exit::CANTCREAT;
-        }
-    };
+    let not_sent = |err| Failure::new(exit::CANTCREAT, format!("{err}; nothing was sent"));
+    let mut log = opened.map_err(not_sent)?;
     match rt.block_on(report::send(
         &settings,
         &mut log,
@@ -262,25 +229,22 @@ fn send(settings: Settings) -> u8 {
                 attempt.seq,
                 attempt.outcome.describe()
             );
-            exit::OK
+            Ok(())
         }
-        Ok(attempt) => {
-            eprintln!(
-                "surveyd: report {} not accepted: {}",
+        Ok(attempt) => Err(Failure::new(
+            exit::UNAVAILABLE,
+            format!(
+                "report {} not accepted: {}",
                 attempt.seq,
                 attempt.outcome.describe()
-            );
-            exit::UNAVAILABLE
-        }
-        Err(err) => {
-            eprintln!("surveyd: {err}; nothing was sent");
-            exit::CANTCREAT
-        }
+            ),
+        )),
+        Err(err) => Err(not_sent(err)),
     }
 }
 
 /// `surveyd audit new-chain`.
-fn new_chain(settings: &Settings) -> u8 {
+fn new_chain(settings: &Settings) -> Result<(), Failure> {
     let started = report::audit_options(settings, audit_log::LOCK_WAIT).and_then(|options| {
         let dir = writable_log_dir(settings)?;
         AuditLog::start_new_chain(dir, &settings.audit_log, options)
@@ -307,12 +271,12 @@ fn new_chain(settings: &Settings) -> u8 {
                     set_aside.join(", ")
                 }
             );
-            exit::OK
+            Ok(())
         }
-        Err(err) => {
-            eprintln!("surveyd: cannot start a new audit chain: {err}");
-            exit::CANTCREAT
-        }
+        Err(err) => Err(Failure::new(
+            exit::CANTCREAT,
+            format!("cannot start a new audit chain: {err}"),
+        )),
     }
 }
 

@@ -20,34 +20,17 @@ pub mod report;
 pub mod service;
 pub mod store;
 
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::exit;
+use crate::sys::{self, Failure, Runtime};
 
 use config::{Config, Database, DEFAULT_CONFIG_PATH};
 use report::Format;
 use store::{Access, Store};
-
-/// A command failed; the message says what and where, the code is the
-/// sysexits value the process ends with.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: u8, message: impl Display) -> Failure {
-        Failure {
-            code,
-            message: message.to_string(),
-        }
-    }
-}
 
 #[derive(Parser)]
 #[command(
@@ -111,13 +94,9 @@ pub fn main() -> ExitCode {
             // Before the runtime starts its threads, which would each get
             // an arena of their own.
             limits::limit_heap_arenas();
-            return match runtime(true).and_then(|rt| rt.block_on(service::serve(&cli.config))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(f) => {
-                    tracing::error!("{}", f.message);
-                    ExitCode::from(f.code)
-                }
-            };
+            return sys::end_service(
+                Runtime::multi_thread().and_then(|rt| rt.block_on(service::serve(&cli.config))),
+            );
         }
         Command::CheckConfig => check_config(&cli.config),
         Command::Report { format } => read_database(&cli.config, |store| async move {
@@ -131,25 +110,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("surveyd-collector: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
-}
-
-fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    builder
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(exit::OSERR, format!("cannot start the runtime: {e}")))
+    sys::end_command("surveyd-collector", result)
 }
 
 fn check_config(path: &Path) -> Result<(), Failure> {
@@ -196,7 +157,7 @@ where
     Fut: std::future::Future<Output = Result<(), store::StoreError>>,
 {
     let config = Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e))?;
-    runtime(false)?.block_on(async {
+    Runtime::current_thread()?.block_on(async {
         let store = Store::open(&config.database(), Access::Read)
             .await
             .map_err(|e| Failure::new(exit::UNAVAILABLE, e))?;

@@ -3,13 +3,20 @@
 //! STATUS, WATCHDOG, RELOADING/MONOTONIC_USEC on SIGHUP, STOPPING) and
 //! shuts down cleanly: stop accepting, let requests finish, let the writer
 //! commit what it holds, exit 0.
+//!
+//! Fatal or retried, as `crate::sys` sets the rule: what stops the service
+//! from starting (configuration 78, database 69, listening socket and
+//! signals 71) and a listener that stopped (70) need the admin or a fix,
+//! so [`serve`] returns them as a [`Failure`] (logged, in STATUS, the exit
+//! status). A bad configuration on SIGHUP keeps the running one; a failed
+//! commit answers its requests with an error that the senders retry; a
+//! failed connection ends that connection only.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sd_notify::NotifyState;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
@@ -21,8 +28,8 @@ use super::config::{Config, TlsConfig};
 use super::http::{accept_loop, Ingest, Limits};
 use super::limits::raise_nofile_limit;
 use super::store::{spawn_writer, Access, Store};
-use super::Failure;
 use crate::exit;
+use crate::sys::{notify, Failure};
 
 /// How often STATUS is refreshed with the counters.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -68,16 +75,13 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         note: None,
         nofile,
     };
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&monitor.status(&ingest)),
-    ]);
+    notify::ready(&monitor.status(&ingest));
 
     let signals = |kind| signal(kind).map_err(|e| Failure::new(exit::OSERR, e));
     let mut hup = signals(SignalKind::hangup())?;
     let mut term = signals(SignalKind::terminate())?;
     let mut int = signals(SignalKind::interrupt())?;
-    let watchdog = watchdog_timeout();
+    let watchdog = notify::watchdog_period();
     // Without a watchdog the tick still runs, just rarely and unused.
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |t| t / 2));
@@ -96,13 +100,13 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
                 // accepts and no commit has hung for half the timeout.
                 let limit = watchdog.unwrap_or_default() / 2;
                 if !acceptor.is_finished() && ingest.writer().health.healthy(limit) {
-                    notify(&[NotifyState::Watchdog]);
+                    notify::watchdog();
                 } else {
                     tracing::error!("unhealthy: withholding the watchdog ping");
                 }
             }
             _ = status_tick.tick() => {
-                notify(&[NotifyState::Status(&monitor.status(&ingest))]);
+                notify::status(&monitor.status(&ingest));
                 // A burst that ended in refusals never passed the trim
                 // check after a parsed report.
                 ingest.trim_if_idle();
@@ -113,7 +117,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         }
     }
 
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    notify::stopping(true);
     tracing::info!("stopping: finishing open requests");
     let _ = shutdown_tx.send(true);
     let _ = acceptor.await;
@@ -183,12 +187,7 @@ impl Monitor {
 /// body limit, connection caps, rate limit, TLS certificate. A bad file
 /// changes nothing.
 fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) -> Config {
-    let mut reloading = vec![NotifyState::Reloading];
-    // systemd >= 253 needs the timestamp in the same datagram.
-    if let Ok(now) = NotifyState::monotonic_usec_now() {
-        reloading.push(now);
-    }
-    notify(&reloading);
+    notify::reloading();
     // TLS material is loaded here once more, as the files may have changed
     // since the check inside `Config::load`.
     let loaded = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
@@ -232,28 +231,6 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
             running
         }
     };
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&monitor.status(ingest)),
-    ]);
+    notify::ready(&monitor.status(ingest));
     next
-}
-
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
-/// WATCHDOG_USEC as sd_watchdog_enabled(3) reads it: a WATCHDOG_PID that
-/// names another process means the setting is not ours, an absent one is
-/// fine (sd-notify's helper insists on it).
-fn watchdog_timeout() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
 }
