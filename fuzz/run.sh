@@ -55,12 +55,14 @@ artifacts_of() {
         -printf '%f\n' 2>/dev/null | sort
 }
 
+host=$(rustc -vV | sed -n 's/^host: //p')
 mkdir -p fuzz/logs
 summary=()
 for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
     log="fuzz/logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log"
     before=$(artifacts_of "$target")
+    binary=fuzz/target/$host/release/$target
     dict=()
     [[ -f fuzz/dicts/$target.dict ]] && dict=(-dict="fuzz/dicts/$target.dict")
     echo "== $target: fuzzing for $seconds s, output in $log"
@@ -69,6 +71,13 @@ for target in "${targets[@]}"; do
     nice -n 10 cargo fuzz run -s none "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 \
         -ignore_ooms=1 -timeout=10 -rss_limit_mb=2048 "${dict[@]}" >"$log" 2>&1 || true
+
+    # A child that crashed left its scratch directory behind (see
+    # fuzz/src/lib.rs); its process is gone, so the directory can go too.
+    for dir in /dev/shm/surveyd-fuzz-"$target"-* "${TMPDIR:-/tmp}"/surveyd-fuzz-"$target"-*; do
+        [[ -d $dir ]] || continue
+        kill -0 "${dir##*-}" 2>/dev/null || rm -rf -- "$dir"
+    done
 
     # Fork mode's status line: #RUNS: cov: N ft: N corp: N exec/s: N oom/timeout/crash: a/b/c time: Ns ...
     status=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -n 1 || true)
@@ -90,9 +99,12 @@ for target in "${targets[@]}"; do
         "corpus $(field corp), oom/timeout/crash $(field oom/timeout/crash), new artifacts $findings"
     if [[ -n $new ]]; then
         sed "s|^|    fuzz/artifacts/$target/|" <<<"$new"
-        # The distinct panics, with where they happened.
-        awk '/panicked at/ { where = $0; getline; print where " " $0 }' "$log" |
-            sed -E 's/^.*panicked at //' | sort | uniq -c | sort -rn | head -n 10 | sed 's/^/    /'
+        # Fork mode keeps the children's output to itself, so the distinct
+        # panics (message and where) come from replaying the crash inputs.
+        for artifact in $(grep '^crash-' <<<"$new" | head -n 50); do
+            timeout 60 "$binary" "fuzz/artifacts/$target/$artifact" 2>&1 |
+                awk '/panicked at/ { where = $0; getline; print where " " $0; exit }' || true
+        done | sed -E 's/^.*panicked at //' | sort | uniq -c | sort -rn | sed 's/^/    /'
     fi
     summary+=("$(printf '%-8s %8s %12s %8s %7s %7s %7s %9s' "$target" "$elapsed" "$runs" \
         "$rate" "$(field cov)" "$(field ft)" "$(field corp)" "$findings")")
