@@ -72,13 +72,6 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 \
         -ignore_ooms=1 -timeout=10 -rss_limit_mb=2048 "${dict[@]}" >"$log" 2>&1 || true
 
-    # A child that crashed left its scratch directory behind (see
-    # fuzz/src/lib.rs); its process is gone, so the directory can go too.
-    for dir in /dev/shm/surveyd-fuzz-"$target"-* "${TMPDIR:-/tmp}"/surveyd-fuzz-"$target"-*; do
-        [[ -d $dir ]] || continue
-        kill -0 "${dir##*-}" 2>/dev/null || rm -rf -- "$dir"
-    done
-
     # Fork mode's status line: #RUNS: cov: N ft: N corp: N exec/s: N oom/timeout/crash: a/b/c time: Ns ...
     status=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -n 1 || true)
     if [[ -z $status ]]; then
@@ -106,6 +99,13 @@ for target in "${targets[@]}"; do
                 awk '/panicked at/ { where = $0; getline; print where " " $0; exit }' || true
         done | sed -E 's/^.*panicked at //' | sort | uniq -c | sort -rn | sed 's/^/    /'
     fi
+    # A crashed child (or replay) left its scratch directory behind (see
+    # fuzz/src/lib.rs); its process is gone, so the directory can go too.
+    for dir in /dev/shm/surveyd-fuzz-"$target"-* "${TMPDIR:-/tmp}"/surveyd-fuzz-"$target"-*; do
+        [[ -d $dir ]] || continue
+        kill -0 "${dir##*-}" 2>/dev/null || rm -rf -- "$dir"
+    done
+
     summary+=("$(printf '%-8s %8s %12s %8s %7s %7s %7s %9s' "$target" "$elapsed" "$runs" \
         "$rate" "$(field cov)" "$(field ft)" "$(field corp)" "$findings")")
 done

@@ -46,25 +46,28 @@ fn audit_table_shows_no_control_character_from_a_logged_time() {
     );
 }
 
-/// ingest target, 10-minute run of 2026-12-02 (all 40 crash artifacts):
-/// serde_json checks the UTF-8 of the strings it reads but not of those
-/// it skips, so invalid UTF-8 in anything the collector does not look at
-/// (an unknown stat, an unknown key in a stat, an unknown top-level key)
-/// got the body accepted (the HTTP handler stores what parse_report
-/// accepts) although it is not JSON (RFC 8259 8.1: UTF-8 only).
-/// Minimised by hand to one byte 0xEE.
+/// ingest target, both 10-minute runs of 2026-12-02 (all 153 crash
+/// inputs): serde_json checks UTF-8 and `\u` escapes only in the strings
+/// it reads, not in those it skips, so a byte that is not UTF-8 (151
+/// inputs) or a lone surrogate escape (2) in anything the collector does
+/// not look at (an unknown stat, an unknown key in a stat, an unknown
+/// top-level key) got the body accepted (the HTTP handler stores what
+/// parse_report accepts) although the same fault in a field it reads is
+/// refused as malformed JSON. Minimised by hand.
 #[test]
-#[ignore = "fuzz finding, fixed on merge: parse_report accepts invalid UTF-8 where it skips"]
-fn body_with_invalid_utf8_where_the_parser_skips_is_rejected() {
-    let bodies: [&[u8]; 3] = [
+#[ignore = "fuzz finding, fixed on merge: parse_report accepts invalid UTF-8 and lone surrogates where it skips"]
+fn body_with_invalid_text_where_the_parser_skips_is_rejected() {
+    let bodies: [&[u8]; 5] = [
         b"{\"version\":2,\"stats\":{\"server_guid\":{\"type\":\"string\",\"value\":\"g\"},\"x\":\"\xee\"}}",
         b"{\"version\":2,\"stats\":{\"server_guid\":{\"type\":\"string\",\"value\":\"g\",\"note\":\"\xee\"}}}",
         b"{\"version\":2,\"stats\":{\"server_guid\":{\"type\":\"string\",\"value\":\"g\"}},\"extra\":\"\xee\"}",
+        b"{\"version\":2,\"stats\":{\"server_guid\":{\"type\":\"string\",\"value\":\"g\"},\"x\":\"\\ud800\"}}",
+        b"{\"version\":2,\"stats\":{\"server_guid\":{\"type\":\"string\",\"value\":\"g\",\"t\\ude00\":1}}}",
     ];
     for body in bodies {
         assert!(
             parse_report(body).is_err(),
-            "accepted a body that is not UTF-8: {}",
+            "accepted a body that is not valid JSON text: {}",
             String::from_utf8_lossy(body)
         );
         fuzz_ingest::check(body);
