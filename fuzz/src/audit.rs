@@ -1,4 +1,4 @@
-//! The audit log's readers (src/audit.rs): `read_entries` and the
+//! The audit log's readers (src/audit/): `read_entries` and the
 //! `surveyd audit` table and JSON lines built from it, and `verify`, the
 //! way `surveyd audit verify` runs it.
 //!
@@ -9,7 +9,8 @@
 
 use std::path::Path;
 
-use surveyd::audit::{format_json_lines, format_table, list_rows, read_entries, verify};
+use surveyd::audit::{list_rows, read_entries, verify};
+use surveyd::cli::audit::{format_json_lines, format_table};
 
 use crate::files::put_file;
 
@@ -42,7 +43,7 @@ pub fn check(dir: &Path, data: &[u8]) {
 
     // A log that verifies is one that `surveyd audit` can read, entry for
     // entry.
-    if let Ok(report) = verify(&path) {
+    if let Ok(report) = verify(&path, None) {
         let entries = entries.unwrap_or_else(|error| {
             panic!("verify passed ({report}) but read_entries failed: {error}")
         });

@@ -10,8 +10,9 @@
 use serde_json::Value;
 use surveyd::collector::ingest::{
     installation_uid, parse_report, FLAG_ID_APP_V1, FLAG_ID_SHA256, FLAG_NO_MACHINE_ID,
-    FLAG_NO_SERVER_GUID, FLAG_UPSTREAM_RAW_IDS, MAX_COUNT, MAX_STRING_BYTES,
+    FLAG_NO_SERVER_GUID, FLAG_UPSTREAM_RAW_IDS,
 };
+use surveyd::wire::{MAX_COUNT, MAX_TEXT_BYTES as MAX_STRING_BYTES};
 
 /// Shorter values turn up in texts by coincidence ("id", a digit).
 const SECRET_MIN_LEN: usize = 8;
@@ -173,6 +174,9 @@ pub fn check(data: &[u8]) {
     .into_iter()
     .flatten()
     {
-        assert!((0..=MAX_COUNT).contains(&count), "{report:?}");
+        assert!(
+            u64::try_from(count).is_ok_and(|c| c <= MAX_COUNT),
+            "{report:?}"
+        );
     }
 }

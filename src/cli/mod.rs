@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use self::audit::{audit_command, no_audit_log_yet};
 
-mod audit;
+pub mod audit;
 
 use crate::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::exit;
