@@ -8,15 +8,13 @@
 mod common;
 
 use std::os::unix::fs::{symlink, MetadataExt};
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// Upper bound for any single wait: a hang detector, not a timing check.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -393,99 +391,6 @@ fn root_send_into_a_directory_the_service_user_owns_never_writes_as_root() {
         "{}",
         stderr(&out)
     );
-}
-
-/// `surveyd run` against a fake systemd notify socket.
-struct Daemon {
-    child: Child,
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn start(install: &Install) -> Daemon {
-        Daemon::start_with(install, |_| {})
-    }
-
-    fn start_with(install: &Install, adjust: impl FnOnce(&mut Command)) -> Daemon {
-        let socket_path = install.path("notify.sock");
-        let socket = UnixDatagram::bind(&socket_path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut command = install.command(&["run"]);
-        adjust(&mut command);
-        let child = command
-            .env("NOTIFY_SOCKET", &socket_path)
-            .env("WATCHDOG_USEC", "400000")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    fn expect(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(datagram.clone());
-                if want(&datagram) {
-                    return datagram;
-                }
-            }
-        }
-        panic!("no datagram with {what}; saw {:?}", self.seen);
-    }
-
-    fn expect_line(&mut self, line: &str) -> String {
-        self.expect(line, |d| d.lines().any(|l| l == line))
-    }
-
-    fn expect_status(&mut self, part: &str) -> String {
-        self.expect(part, |d| {
-            d.lines()
-                .any(|l| l.starts_with("STATUS=") && l.contains(part))
-        })
-    }
-
-    fn stop(mut self) -> (i32, String) {
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (status.code().unwrap_or(-1), err);
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const IDLE: &str = "surveyclient_start_delay = 3600\n";

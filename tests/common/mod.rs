@@ -1,15 +1,19 @@
 //! Shared test harness: a scratch installation (machine id, config, audit
-//! log, state dir), the real `surveyd` binary, and a loopback collector
-//! stand-in that records every byte it receives (plain, TLS or unix socket).
+//! log, state dir), the real `surveyd` binary, `surveyd run` against a fake
+//! systemd, and a loopback collector stand-in that records every byte it
+//! receives (plain, TLS or unix socket).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// The raw machine id of the scratch installation: it must never leave it.
 pub const RAW_MACHINE_ID: &str = "5e1f0c2a9b8d47e6a3c4b2d1f0e9a8b7";
@@ -166,6 +170,254 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Upper bound for any single wait on the daemon: a hang detector, not a
+/// timing check. Private so it cannot clash with the collector harness's
+/// `PATIENCE` in tests that use both.
+const DAEMON_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Watchdog period given to the daemon; it pings every half of it.
+pub const WATCHDOG_USEC: u64 = 400_000;
+
+/// `surveyd run` against a fake systemd: a NOTIFY_SOCKET bound by the test
+/// that records every datagram. Dropping it kills the daemon by its pid.
+pub struct Daemon {
+    /// `surveyd run`, or the harness that started it.
+    child: Child,
+    /// The surveyd process itself.
+    pid: Pid,
+    socket: UnixDatagram,
+    /// Every datagram received so far, in order.
+    pub seen: Vec<String>,
+    /// Once `child` is reaped its pid may be reused: never signal it then.
+    exited: bool,
+}
+
+impl Daemon {
+    pub fn start(install: &Install) -> Daemon {
+        Daemon::start_with(install, |_| {})
+    }
+
+    /// `surveyd run` after `adjust` changed its command (limits, env).
+    pub fn start_with(install: &Install, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let mut command = install.command(&["run"]);
+        adjust(&mut command);
+        Daemon::spawn(install, &mut command, None)
+    }
+
+    /// `surveyd run` in a private mount namespace where `install/slow` is
+    /// a file system whose every file opens but never answers a read (a
+    /// hung NFS server, as far as the reader can tell): tests/fixtures/
+    /// slowfs.py speaks the FUSE protocol and starts surveyd under it.
+    pub fn start_over_hung_file_system(install: &Install) -> Daemon {
+        std::fs::create_dir_all(install.path("slow")).unwrap();
+        let pid_file = install.path("surveyd.pid");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "python3"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slowfs.py"))
+            .arg(install.path("slow"))
+            .arg(&pid_file)
+            .arg(env!("CARGO_BIN_EXE_surveyd"))
+            .arg("-c")
+            .arg(install.config_path())
+            .arg("run")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("JOURNAL_STREAM");
+        Daemon::spawn(install, &mut cmd, Some(&pid_file))
+    }
+
+    /// Starts `cmd` with the fake systemd's environment; when surveyd is
+    /// not `cmd` itself, its pid is read from `pid_file`.
+    fn spawn(install: &Install, cmd: &mut Command, pid_file: Option<&Path>) -> Daemon {
+        let socket_path = install.path("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut child = cmd
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", WATCHDOG_USEC.to_string())
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = match pid_file {
+            None => child.id() as i32,
+            Some(path) => {
+                let deadline = Instant::now() + DAEMON_PATIENCE;
+                loop {
+                    if let Ok(pid) = std::fs::read_to_string(path) {
+                        break pid.trim().parse().unwrap();
+                    }
+                    if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                        let _ = child.kill();
+                        let out = child.wait_with_output().unwrap();
+                        panic!("the FUSE harness did not start surveyd: {}", stderr(&out));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        Daemon {
+            child,
+            pid: Pid::from_raw(pid),
+            socket,
+            seen: Vec::new(),
+            exited: false,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).unwrap();
+    }
+
+    /// Reads datagrams until one satisfies `want`; returns it.
+    pub fn expect(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DAEMON_PATIENCE;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(datagram.clone());
+                if want(&datagram) {
+                    return datagram;
+                }
+            }
+        }
+        panic!("no datagram with {what}; saw {:?}", self.seen);
+    }
+
+    /// The next datagram with exactly `line` among its lines.
+    pub fn expect_line(&mut self, line: &str) -> String {
+        self.expect(line, |d| d.lines().any(|l| l == line))
+    }
+
+    /// The next datagram whose STATUS= contains `part`.
+    pub fn expect_status(&mut self, part: &str) -> String {
+        self.expect(part, |d| {
+            d.lines()
+                .any(|l| l.starts_with("STATUS=") && l.contains(part))
+        })
+    }
+
+    pub fn ready(&mut self) -> String {
+        self.expect_line("READY=1")
+    }
+
+    /// Counts watchdog pings until `n` more have arrived, returning every
+    /// other datagram seen meanwhile.
+    pub fn watchdog_pings(&mut self, n: usize) -> Vec<String> {
+        let mut others = Vec::new();
+        let mut pings = 0;
+        let deadline = Instant::now() + DAEMON_PATIENCE;
+        while pings < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {pings} of {n} watchdog pings; saw {:?}",
+                self.seen
+            );
+            let datagram = self.expect("WATCHDOG=1 or anything", |_| true);
+            if datagram.lines().any(|l| l == "WATCHDOG=1") {
+                pings += 1;
+            } else {
+                others.push(datagram);
+            }
+        }
+        others
+    }
+
+    /// Waits until the stand-in has `n` requests, draining datagrams
+    /// meanwhile (a full notify socket would block the daemon, as it would
+    /// with a real systemd that stopped reading).
+    pub fn wait_for_requests(&mut self, server: &StandIn, n: usize) -> usize {
+        let deadline = Instant::now() + DAEMON_PATIENCE;
+        while server.requests().len() < n && Instant::now() < deadline {
+            self.expect("anything", |_| true);
+        }
+        server.requests().len()
+    }
+
+    /// SIGTERM, STOPPING=1, then the exit code and everything logged.
+    pub fn stop(mut self) -> (i32, String) {
+        self.signal(Signal::SIGTERM);
+        self.expect_line("STOPPING=1");
+        let deadline = Instant::now() + DAEMON_PATIENCE;
+        loop {
+            if let Some(code) = self.exit_code() {
+                return (code, self.take_stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself, draining datagrams meanwhile;
+    /// returns its exit code and standard error.
+    pub fn exited(mut self) -> (i32, String) {
+        let deadline = Instant::now() + DAEMON_PATIENCE;
+        loop {
+            if let Some(code) = self.exit_code() {
+                return (code, self.take_stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not exit by itself; saw {:?}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    }
+
+    fn exit_code(&mut self) -> Option<i32> {
+        let status = self.child.try_wait().unwrap()?;
+        self.exited = true;
+        Some(status.code().unwrap_or(-1))
+    }
+
+    fn take_stderr(&mut self) -> String {
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        err
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The STATUS= text of a notify datagram, empty when it has none.
+pub fn status_of(datagram: &str) -> String {
+    datagram
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// What the stand-in collector answers.
