@@ -6,26 +6,8 @@ mod common;
 
 use common::*;
 
-/// An installation with `n` reports already sent and audited.
-fn install_with_reports(n: usize, extra: &str) -> (Install, StandIn) {
-    let server = stand_in(None, vec![Reply::Status(204)]);
-    let install = Install::new();
-    install.write_config(&server.url, extra);
-    for _ in 0..n {
-        let out = install.run(&["send"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    (install, server)
-}
-
 fn verify(install: &Install) -> std::process::Output {
     install.run(&["audit", "verify"])
-}
-
-fn rewrite_lines(install: &Install, change: impl FnOnce(&mut Vec<String>)) {
-    let mut lines: Vec<String> = install.audit_text().lines().map(String::from).collect();
-    change(&mut lines);
-    std::fs::write(install.audit_log(), lines.join("\n") + "\n").unwrap();
 }
 
 #[test]

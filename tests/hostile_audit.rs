@@ -23,18 +23,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const VICTIM_TEXT: &[u8] =
     b"root:x:0:0:root:/root:/bin/bash\nsurveyd:x:999:999::/:/usr/sbin/nologin\n";
 
-/// An installation with `n` reports already sent and audited.
-fn install_with_reports(n: usize, extra: &str) -> (Install, StandIn) {
-    let server = stand_in(None, vec![Reply::Status(204)]);
-    let install = Install::new();
-    install.write_config(&server.url, extra);
-    for _ in 0..n {
-        let out = install.run(&["send"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    (install, server)
-}
-
 /// Runs `cmd` to completion, failing (and killing it) if it hangs.
 fn run_bounded(mut cmd: Command) -> Output {
     let mut child = cmd
@@ -53,12 +41,6 @@ fn run_bounded(mut cmd: Command) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-fn rewrite_lines(install: &Install, change: impl FnOnce(&mut Vec<String>)) {
-    let mut lines: Vec<String> = install.audit_text().lines().map(String::from).collect();
-    change(&mut lines);
-    std::fs::write(install.audit_log(), lines.join("\n") + "\n").unwrap();
 }
 
 fn plant_victim(install: &Install, name: &str) -> PathBuf {

@@ -167,15 +167,6 @@ fn read_all(pipe: Option<impl std::io::Read>) -> String {
     text
 }
 
-fn results(install: &Install) -> Vec<serde_json::Value> {
-    install
-        .audit_text()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|entry| entry["event"] == "result")
-        .collect()
-}
-
 fn needs_root() -> bool {
     if is_root() {
         return true;
@@ -216,7 +207,7 @@ fn send_with_a_silent_resolver_times_out_naming_name_resolution() {
             && err.contains("within 2 s"),
         "{err}"
     );
-    let results = results(&install);
+    let results = audit_results(&install);
     assert_eq!(results.len(), 1, "the attempt is audited");
     assert!(results[0]["status"].is_null());
     assert!(
@@ -284,7 +275,7 @@ fn sigterm_during_a_silent_lookup_stops_the_service_at_once() {
     eprintln!("MEASURED: run exited {took:?} after SIGTERM during a silent lookup");
 
     assert_eq!(status.code(), Some(0), "{err}");
-    let results = results(&install);
+    let results = audit_results(&install);
     assert_eq!(results.len(), 1, "the cancelled attempt is audited: {err}");
     assert!(
         results[0]["error"].as_str().unwrap().contains("cancelled"),

@@ -12,21 +12,6 @@ use nix::sys::signal::Signal;
 /// Upper bound for any single wait: a hang detector, not a timing check.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn audit_events(install: &Install) -> Vec<serde_json::Value> {
-    install
-        .audit_text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn results(install: &Install) -> Vec<serde_json::Value> {
-    audit_events(install)
-        .into_iter()
-        .filter(|e| e["event"] == "result")
-        .collect()
-}
-
 const FAST: &str = "surveyclient_start_delay = 0\nsurveyclient_error_delay = 1\n";
 
 #[test]
@@ -60,7 +45,7 @@ fn reports_follow_the_interval_and_are_all_audited() {
     let events = audit_events(&install);
     let sends = events.iter().filter(|e| e["event"] == "send").count();
     assert_eq!(sends, server.requests().len(), "every request was audited");
-    assert!(results(&install).iter().all(|r| r["status"] == 204));
+    assert!(audit_results(&install).iter().all(|r| r["status"] == 204));
 }
 
 #[test]
@@ -93,7 +78,7 @@ fn failures_back_off_and_retry_after_is_honoured() {
     daemon.expect("STATUS after success", |d| {
         status_of(d).contains("HTTP 204")
     });
-    let statuses: Vec<_> = results(&install)
+    let statuses: Vec<_> = audit_results(&install)
         .iter()
         .map(|r| r["status"].clone())
         .collect();
@@ -135,7 +120,7 @@ fn watchdog_keeps_pinging_while_a_request_hangs_and_refused_connections_are_retr
     daemon.watchdog_pings(2);
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
-    let errors: Vec<_> = results(&install)
+    let errors: Vec<_> = audit_results(&install)
         .iter()
         .map(|r| r["error"].as_str().unwrap_or_default().to_string())
         .collect();
@@ -243,7 +228,7 @@ fn sigterm_cancels_an_in_flight_request_and_audits_it() {
     assert_eq!(daemon.wait_for_requests(&hanging, 1), 1);
     let (code, _) = daemon.stop();
     assert_eq!(code, 0);
-    let results = results(&install);
+    let results = audit_results(&install);
     assert_eq!(results.len(), 1);
     assert!(results[0]["error"].as_str().unwrap().contains("cancelled"));
     let out = install.run(&["audit", "verify"]);
@@ -346,7 +331,7 @@ fn sigterm_stops_the_service_even_while_a_read_blocks_its_loop() {
         if let Ok(file) = writer.recv_timeout(Duration::from_millis(20)) {
             break Some(file);
         }
-        if !results(&install).is_empty() {
+        if !audit_results(&install).is_empty() {
             break None;
         }
         assert!(Instant::now() < deadline, "the report never started");

@@ -117,6 +117,43 @@ impl Install {
     }
 }
 
+/// An installation with `n` reports already sent and audited, and the
+/// stand-in that received them.
+pub fn install_with_reports(n: usize, extra: &str) -> (Install, StandIn) {
+    let server = stand_in(None, vec![Reply::Status(204)]);
+    let install = Install::new();
+    install.write_config(&server.url, extra);
+    for _ in 0..n {
+        let out = install.run(&["send"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    (install, server)
+}
+
+/// Tampers with the audit log: `change` edits its lines in place.
+pub fn rewrite_lines(install: &Install, change: impl FnOnce(&mut Vec<String>)) {
+    let mut lines: Vec<String> = install.audit_text().lines().map(String::from).collect();
+    change(&mut lines);
+    std::fs::write(install.audit_log(), lines.join("\n") + "\n").unwrap();
+}
+
+/// Every audit log line, parsed.
+pub fn audit_events(install: &Install) -> Vec<serde_json::Value> {
+    install
+        .audit_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The audit log's `result` events, oldest first.
+pub fn audit_results(install: &Install) -> Vec<serde_json::Value> {
+    audit_events(install)
+        .into_iter()
+        .filter(|e| e["event"] == "result")
+        .collect()
+}
+
 impl Default for Install {
     fn default() -> Self {
         Self::new()
