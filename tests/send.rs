@@ -551,9 +551,10 @@ fn tls_collector(names: &[&str], ca_as_server: bool, expired: bool) -> (StandIn,
 }
 
 /// `surveyd send` against `server` trusting `ca_pem` (or only the system's
-/// CAs); returns stderr and the audited error, after checking that no
-/// request crossed the unverified link.
-fn send_expecting_tls_refusal(server: &StandIn, ca_pem: Option<&str>) -> (String, String) {
+/// CAs) must be refused before any request crosses the unverified link,
+/// and both stderr and the audited error must contain every one of
+/// `explanation`, with no debug output.
+fn assert_tls_refusal_explained(server: &StandIn, ca_pem: Option<&str>, explanation: &[&str]) {
     let install = Install::new();
     install.write_config(&server.url, "");
     let mut cmd = install.command(&["send"]);
@@ -565,71 +566,67 @@ fn send_expecting_tls_refusal(server: &StandIn, ca_pem: Option<&str>) -> (String
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(server.requests().is_empty(), "nothing crossed the link");
-    let result = install
-        .audit_text()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| e["event"] == "result")
-        .unwrap();
-    let audited = result["error"].as_str().unwrap().to_string();
+    let audited = audit_results(&install)[0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let err = stderr(&out);
     assert!(
         !err.contains("Other(") && !err.contains("InvalidCertificate"),
         "no debug output: {err}"
     );
-    (err, audited)
+    for text in [&err, &audited] {
+        for part in explanation {
+            assert!(text.contains(part), "{part:?} missing from: {text}");
+        }
+    }
 }
 
 #[test]
 fn an_untrusted_ca_is_explained_with_what_to_do() {
     let (server, _ca) = tls_collector(&["127.0.0.1"], false, false);
-    let (err, audited) = send_expecting_tls_refusal(&server, None);
-    for text in [&err, &audited] {
-        assert!(
-            text.contains("not signed by a CA this machine trusts")
-                && text.contains("install that CA")
-                && text.contains("surveyclient_ssl_verify = no"),
-            "{text}"
-        );
-    }
+    assert_tls_refusal_explained(
+        &server,
+        None,
+        &[
+            "not signed by a CA this machine trusts",
+            "install that CA",
+            "surveyclient_ssl_verify = no",
+        ],
+    );
 }
 
 #[test]
 fn a_certificate_for_another_name_is_explained_with_both_names() {
     let (server, ca) = tls_collector(&["collector.example"], false, false);
-    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
-    for text in [&err, &audited] {
-        assert!(
-            text.contains("not valid for the name 127.0.0.1 (it names collector.example)"),
-            "{text}"
-        );
-    }
+    assert_tls_refusal_explained(
+        &server,
+        Some(&ca),
+        &["not valid for the name 127.0.0.1 (it names collector.example)"],
+    );
 }
 
 #[test]
 fn a_ca_certificate_used_as_the_server_certificate_is_explained() {
     let (server, ca) = tls_collector(&["127.0.0.1"], true, false);
-    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
-    for text in [&err, &audited] {
-        assert!(
-            text.contains("presents a CA certificate as its own")
-                && text.contains("server certificate signed by that CA"),
-            "{text}"
-        );
-    }
+    assert_tls_refusal_explained(
+        &server,
+        Some(&ca),
+        &[
+            "presents a CA certificate as its own",
+            "server certificate signed by that CA",
+        ],
+    );
 }
 
 #[test]
 fn an_expired_certificate_is_explained_with_its_end_date() {
     let (server, ca) = tls_collector(&["127.0.0.1"], false, true);
-    let (err, audited) = send_expecting_tls_refusal(&server, Some(&ca));
-    for text in [&err, &audited] {
-        assert!(
-            text.contains("certificate expired at 2002-01-01")
-                && text.contains("renewed certificate"),
-            "{text}"
-        );
-    }
+    assert_tls_refusal_explained(
+        &server,
+        Some(&ca),
+        &["certificate expired at 2002-01-01", "renewed certificate"],
+    );
 }
 
 #[test]
