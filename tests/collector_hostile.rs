@@ -394,7 +394,7 @@ fn a_second_collector_on_the_same_sqlite_file_exits_with_a_clear_message() {
         dir: tempfile::tempdir().unwrap(),
     };
     let first = Collector::start(&backend);
-    let mut second = std::process::Command::new(BIN)
+    let second = std::process::Command::new(BIN)
         .arg("-c")
         .arg(&first.config_path)
         .arg("serve")
@@ -403,25 +403,10 @@ fn a_second_collector_on_the_same_sqlite_file_exits_with_a_clear_message() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second collector kept running on the same database");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = wait_for_exit(
+        second,
+        "a second collector kept running on the same database",
+    );
     assert_eq!(status.code(), Some(69), "EX_UNAVAILABLE: {err}");
     assert!(
         err.contains("is in use by another running `surveyd-collector serve`"),

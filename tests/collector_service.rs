@@ -180,7 +180,7 @@ fn sigterm_lets_an_inflight_connection_finish_and_commits_it() {
 /// start: its exit code, its standard error, and the STATUS it left.
 fn failed_serve(config: &std::path::Path) -> (Option<i32>, String, String) {
     let systemd = FakeSystemd::new();
-    let mut child = std::process::Command::new(BIN)
+    let child = std::process::Command::new(BIN)
         .arg("-c")
         .arg(config)
         .arg("serve")
@@ -190,25 +190,10 @@ fn failed_serve(config: &std::path::Path) -> (Option<i32>, String, String) {
         .spawn()
         .unwrap();
     let failed = systemd.wait_for("STATUS=failed", |m| m.contains("STATUS=failed: "));
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the collector did not exit after saying {failed}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = wait_for_exit(
+        child,
+        &format!("the collector did not exit after saying {failed}"),
+    );
     let status_line = failed
         .lines()
         .find_map(|l| l.strip_prefix("STATUS="))

@@ -22,6 +22,31 @@ pub const SUBMIT: &str = "/api/stats/v1/submit";
 /// Upper bound for anything the harness waits on.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Waits (bounded) for `child` to exit by itself; if it does not, kills it
+/// and fails saying `hang`. Returns its status and standard error.
+pub fn wait_for_exit(mut child: Child, hang: &str) -> (ExitStatus, String) {
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{hang}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
