@@ -386,32 +386,25 @@ impl Daemon {
     pub fn stop(mut self) -> (i32, String) {
         self.signal(Signal::SIGTERM);
         self.expect_line("STOPPING=1");
-        let deadline = Instant::now() + DAEMON_PATIENCE;
-        loop {
-            if let Some(code) = self.exit_code() {
-                return (code, self.take_stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.wait_for_exit("daemon did not exit after SIGTERM")
     }
 
-    /// Waits for the daemon to exit by itself, draining datagrams meanwhile;
-    /// returns its exit code and standard error.
+    /// Waits for the daemon to exit by itself; returns its exit code and
+    /// standard error.
     pub fn exited(mut self) -> (i32, String) {
+        self.wait_for_exit("daemon did not exit by itself")
+    }
+
+    /// Drains datagrams (a full notify socket would block the daemon's
+    /// exit path) until the daemon exits; fails saying `hang` if it never
+    /// does.
+    fn wait_for_exit(&mut self, hang: &str) -> (i32, String) {
         let deadline = Instant::now() + DAEMON_PATIENCE;
         loop {
             if let Some(code) = self.exit_code() {
                 return (code, self.take_stderr());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not exit by itself; saw {:?}",
-                self.seen
-            );
+            assert!(Instant::now() < deadline, "{hang}; saw {:?}", self.seen);
             let mut buf = [0u8; 4096];
             if let Ok(n) = self.socket.recv(&mut buf) {
                 self.seen
