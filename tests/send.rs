@@ -433,17 +433,22 @@ fn full_audit_directory_means_nothing_is_sent() {
     send_with_broken_audit_dir(true);
 }
 
+/// `surveyd send` with the proxy variable `variable` set to `proxy`.
+fn send_via_proxy(install: &Install, variable: &str, proxy: &str) -> std::process::Output {
+    install
+        .command(&["send"])
+        .env(variable, proxy)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it() {
     let proxy = stand_in(None, vec![Reply::Status(204)]);
-    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let proxy_addr = proxy.address();
     let install = Install::new();
     install.write_config("http://collector.invalid/api/stats/v1/submit", "");
-    let out = install
-        .command(&["send"])
-        .env("http_proxy", format!("http://{proxy_addr}"))
-        .output()
-        .unwrap();
+    let out = send_via_proxy(&install, "http_proxy", &format!("http://{proxy_addr}"));
     assert!(out.status.success(), "{}", stderr(&out));
     let got = proxy.requests();
     assert_eq!(got.len(), 1);
@@ -476,14 +481,10 @@ fn https_through_a_proxy_opens_a_connect_tunnel() {
     // nothing but the CONNECT line reaches it: the payload is never sent in
     // clear to a proxy.
     let proxy = stand_in(None, vec![Reply::Status(403)]);
-    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let proxy_addr = proxy.address();
     let install = Install::new();
     install.write_config("https://collector.invalid/api/stats/v1/submit", "");
-    let out = install
-        .command(&["send"])
-        .env("https_proxy", format!("http://{proxy_addr}"))
-        .output()
-        .unwrap();
+    let out = send_via_proxy(&install, "https_proxy", &format!("http://{proxy_addr}"));
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -664,11 +665,11 @@ fn a_refusing_http_proxy_is_named_not_the_collector() {
     drop(closed);
     let install = Install::new();
     install.write_config("http://collector.invalid/api/stats/v1/submit", "");
-    let out = install
-        .command(&["send"])
-        .env("http_proxy", format!("http://user:secret@{proxy_addr}"))
-        .output()
-        .unwrap();
+    let out = send_via_proxy(
+        &install,
+        "http_proxy",
+        &format!("http://user:secret@{proxy_addr}"),
+    );
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     let audit = install.audit_text();
     for text in [stderr(&out), audit] {
@@ -685,17 +686,13 @@ fn a_refusing_http_proxy_is_named_not_the_collector() {
 #[test]
 fn a_silent_http_proxy_is_named_at_the_timeout() {
     let proxy = stand_in(None, vec![Reply::Hang]);
-    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let proxy_addr = proxy.address();
     let install = Install::new();
     install.write_config(
         "http://collector.invalid/api/stats/v1/submit",
         "surveyclient_timeout = 1\n",
     );
-    let out = install
-        .command(&["send"])
-        .env("http_proxy", format!("http://{proxy_addr}"))
-        .output()
-        .unwrap();
+    let out = send_via_proxy(&install, "http_proxy", &format!("http://{proxy_addr}"));
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!(
@@ -710,14 +707,10 @@ fn a_silent_http_proxy_is_named_at_the_timeout() {
 #[test]
 fn an_error_answer_through_an_http_proxy_names_the_proxy() {
     let proxy = stand_in(None, vec![Reply::Status(502)]);
-    let proxy_addr = proxy.url.split('/').nth(2).unwrap().to_string();
+    let proxy_addr = proxy.address();
     let install = Install::new();
     install.write_config("http://collector.invalid/api/stats/v1/submit", "");
-    let out = install
-        .command(&["send"])
-        .env("http_proxy", format!("http://{proxy_addr}"))
-        .output()
-        .unwrap();
+    let out = send_via_proxy(&install, "http_proxy", &format!("http://{proxy_addr}"));
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     let named = format!("HTTP 502 via proxy http://{proxy_addr}");
     assert!(stderr(&out).contains(&named), "{}", stderr(&out));

@@ -501,6 +501,11 @@ pub struct StandIn {
 }
 
 impl StandIn {
+    /// `127.0.0.1:PORT` of a TCP stand-in, as a proxy variable names it.
+    pub fn address(&self) -> String {
+        self.url.split('/').nth(2).unwrap().to_string()
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
