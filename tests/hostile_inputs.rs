@@ -442,6 +442,28 @@ fn os_release_as_dev_zero_or_fifo_falls_back_in_bounded_memory() {
     }
 }
 
+/// The config of `reloading_from_a_hung_file_system` before its reload.
+const HUNG_RELOAD_BASE: &str = "surveyclient_start_delay = 3600\nsurveyclient_timeout = 2\n";
+
+/// A daemon over a hung file system, idle and ready, then reloading a
+/// config that includes a file on it: its RELOADING=1 has arrived.
+fn reloading_from_a_hung_file_system() -> (Install, Daemon) {
+    let install = Install::new();
+    install.write_config("http://127.0.0.1:9/x", HUNG_RELOAD_BASE);
+    let mut daemon = Daemon::start_over_hung_file_system(&install);
+    daemon.ready();
+    install.write_config(
+        "http://127.0.0.1:9/x",
+        &format!(
+            "{HUNG_RELOAD_BASE}!include {}\n",
+            install.path("slow/extra.cfg").display()
+        ),
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect_line("RELOADING=1");
+    (install, daemon)
+}
+
 fn watchdog_count(datagrams: &[String]) -> usize {
     datagrams
         .iter()
@@ -454,20 +476,7 @@ fn a_reload_reading_from_a_hung_file_system_keeps_the_loop_alive_and_is_rejected
     if !is_root() {
         return skip("a FUSE mount needs root (private mount namespace)");
     }
-    let install = Install::new();
-    let base = "surveyclient_start_delay = 3600\nsurveyclient_timeout = 2\n";
-    install.write_config("http://127.0.0.1:9/x", base);
-    let mut daemon = Daemon::start_over_hung_file_system(&install);
-    daemon.ready();
-    install.write_config(
-        "http://127.0.0.1:9/x",
-        &format!(
-            "{base}!include {}\n",
-            install.path("slow/extra.cfg").display()
-        ),
-    );
-    daemon.signal(Signal::SIGHUP);
-    daemon.expect("RELOADING=1", |d| d.lines().any(|l| l == "RELOADING=1"));
+    let (_install, mut daemon) = reloading_from_a_hung_file_system();
     let reloading_at = daemon.seen.len();
     let ready = daemon.ready();
     let during = watchdog_count(&daemon.seen[reloading_at..]);
@@ -539,20 +548,7 @@ fn a_second_sighup_during_a_hung_reload_reads_the_config_again_and_applies_it() 
     if !is_root() {
         return skip("a FUSE mount needs root (private mount namespace)");
     }
-    let install = Install::new();
-    let base = "surveyclient_start_delay = 3600\nsurveyclient_timeout = 2\n";
-    install.write_config("http://127.0.0.1:9/x", base);
-    let mut daemon = Daemon::start_over_hung_file_system(&install);
-    daemon.ready();
-    install.write_config(
-        "http://127.0.0.1:9/x",
-        &format!(
-            "{base}!include {}\n",
-            install.path("slow/extra.cfg").display()
-        ),
-    );
-    daemon.signal(Signal::SIGHUP);
-    daemon.expect("RELOADING=1", |d| d.lines().any(|l| l == "RELOADING=1"));
+    let (install, mut daemon) = reloading_from_a_hung_file_system();
     let hung = install.path("surveyd.pid.hung-read");
     let deadline = Instant::now() + PATIENCE;
     while !hung.exists() {
@@ -565,7 +561,7 @@ fn a_second_sighup_during_a_hung_reload_reads_the_config_again_and_applies_it() 
     // The admin fixes the file and reloads again while the first reload hangs.
     install.write_config(
         "http://127.0.0.1:9/x",
-        &format!("{base}surveyclient_interval = 0\n"),
+        &format!("{HUNG_RELOAD_BASE}surveyclient_interval = 0\n"),
     );
     daemon.signal(Signal::SIGHUP);
     let reloading_at = daemon.seen.len();
