@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -159,12 +160,21 @@ fn wait_bounded(child: &mut Child, bound: Duration, what: &str) -> (ExitStatus, 
     }
 }
 
-fn read_all(pipe: Option<impl std::io::Read>) -> String {
-    let mut text = String::new();
-    if let Some(mut pipe) = pipe {
+/// Starts `cmd` with standard error read on a thread of its own, so a
+/// chatty child never blocks on a full pipe while the test waits on it.
+fn spawn_reading_stderr(mut cmd: Command) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
         let _ = pipe.read_to_string(&mut text);
-    }
-    text
+        text
+    });
+    (child, reader)
 }
 
 fn needs_root() -> bool {
@@ -186,13 +196,8 @@ fn send_with_a_silent_resolver_times_out_naming_name_resolution() {
         &format!("http://{SILENT_HOST}/api/stats/v1/submit"),
         "surveyclient_timeout = 2\n",
     );
-    let mut child = surveyd_in_namespace(&install, &resolver, &["send"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take();
-    let reader = std::thread::spawn(move || read_all(stderr_pipe));
+    let (mut child, reader) =
+        spawn_reading_stderr(surveyd_in_namespace(&install, &resolver, &["send"]));
     let (status, took) = wait_bounded(&mut child, SEND_BOUND, "surveyd send");
     let err = reader.join().unwrap();
     eprintln!("MEASURED: send with a silent resolver and surveyclient_timeout = 2 took {took:?}");
@@ -238,14 +243,9 @@ fn sigterm_during_a_silent_lookup_stops_the_service_at_once() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut child = surveyd_in_namespace(&install, &resolver, &["run"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take();
-    let reader = std::thread::spawn(move || read_all(stderr_pipe));
+    let mut run = surveyd_in_namespace(&install, &resolver, &["run"]);
+    run.env("NOTIFY_SOCKET", &socket_path);
+    let (mut child, reader) = spawn_reading_stderr(run);
 
     let mut seen = Vec::new();
     let mut expect = |what: &str| {
