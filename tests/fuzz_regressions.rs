@@ -71,3 +71,35 @@ fn body_with_invalid_text_where_the_parser_skips_is_rejected() {
         fuzz_ingest::check(body);
     }
 }
+
+/// cfgfile target, 150-second run on the merged code of 2026-12-02 (19
+/// inputs): a `surveyclient_url` within the 4 KiB value limit as written,
+/// but longer once percent-encoded (the form check-config prints), made
+/// `check-config` print a setting that does not load again. The URL's
+/// encoded form is held to the limit too; one just inside it round-trips.
+#[test]
+fn check_config_prints_only_urls_that_load_again() {
+    let install = Install::new();
+    let too_long = format!("https://stats.example/{}", "é".repeat(1500));
+    assert!(
+        too_long.len() <= 4096,
+        "the written form is within the limit"
+    );
+    let config = install.write_config(&too_long, "");
+    let out = install.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("percent-encoded") && err.contains(&format!("{}:1", config.display())),
+        "{err}"
+    );
+
+    let fits = format!("https://stats.example/{}", "é".repeat(600));
+    install.write_config(&fits, "");
+    let first = install.run(&["check-config"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    std::fs::write(install.config_path(), &first.stdout).unwrap();
+    let again = install.run(&["check-config"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again), stdout(&first));
+}

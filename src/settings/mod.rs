@@ -24,7 +24,8 @@ use values::{
     parse_positive_seconds, parse_seconds, Problem,
 };
 pub use values::{
-    Endpoint, FactSource, DEFAULT_SUBMIT_PATH, DEFAULT_URL, MAX_SECONDS, MIN_AUDIT_MAX_SIZE,
+    Endpoint, FactSource, DEFAULT_SUBMIT_PATH, DEFAULT_URL, MAX_SECONDS, MAX_VALUE_BYTES,
+    MIN_AUDIT_MAX_SIZE,
 };
 
 /// Every key surveyd reads, in the order `Settings::effective` prints them.
@@ -64,12 +65,6 @@ pub const KNOWN_KEYS: &[&str] = &[
 pub const DEFAULT_APP_ID: [u8; 16] = [
     0x18, 0x7f, 0x15, 0x74, 0x28, 0xb7, 0x48, 0x98, 0xa6, 0x29, 0x52, 0x11, 0x21, 0xfa, 0x9f, 0x49,
 ];
-
-/// Longest value accepted for any key surveyd reads. The longest sensible
-/// values are paths (Linux's PATH_MAX is 4096) and URLs, which collectors
-/// and proxies cut at a few KiB anyway; a longer value is a mistake or an
-/// attack, and it would end up in every audit line and status message.
-pub const MAX_VALUE_BYTES: usize = 4096;
 
 /// Kopano's database connection (server.cfg's own `mysql_*` keys, with
 /// upstream's defaults), used by the `kopano-mysql` fact source.

@@ -15,6 +15,12 @@ use crate::payload::FIELD_NAMES;
 use crate::privacy::IdScheme;
 
 /// Where reports go when nothing is configured (upstream's default).
+/// Longest value accepted for any key surveyd reads. The longest sensible
+/// values are paths (Linux's PATH_MAX is 4096) and URLs, which collectors
+/// and proxies cut at a few KiB anyway; a longer value is a mistake or an
+/// attack, and it would end up in every audit line and status message.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
 pub const DEFAULT_URL: &str = "https://stats.kopano.io/api/stats/v1/submit";
 
 /// The request path used on a `unix:` socket, the same as on the web.
@@ -279,6 +285,20 @@ pub(super) fn parse_endpoint(value: &str) -> Result<Endpoint, Problem> {
             format!("write e.g. {DEFAULT_URL}"),
         )
     })?;
+    // The URL is used (and shown by check-config) as written out again,
+    // with characters percent-encoded: that form must fit the limit too, or
+    // check-config would print a setting that does not load (a fuzz
+    // finding: tests/fuzz_regressions.rs).
+    if url.as_str().len() > MAX_VALUE_BYTES {
+        return Err(Problem::new(
+            format!(
+                "is {} bytes long once percent-encoded as a URL, more than the limit of \
+                 {MAX_VALUE_BYTES}",
+                url.as_str().len()
+            ),
+            "write a shorter URL, with non-ASCII characters percent-encoded",
+        ));
+    }
     Ok(if https {
         Endpoint::Https(url)
     } else {
