@@ -219,8 +219,8 @@ root=$work/root
 mkdir "$root" "$work/out"
 tar -C "$root" --numeric-owner -xf "$cache"
 install -m 755 packaging/container-check.sh "$root/usr/local/sbin/surveyd-check"
-message_id=$(sed -n 's/.*REPORT_SENT_MESSAGE_ID: &str = "\([0-9a-f]*\)".*/\1/p' src/logging.rs)
-[ -n "$message_id" ] || fail "no REPORT_SENT_MESSAGE_ID in src/logging.rs"
+message_id=$(sed -n 's/.*REPORT_SENT_MESSAGE_ID: &str = "\([0-9a-f]*\)".*/\1/p' src/sys/logging.rs)
+[ -n "$message_id" ] || fail "no REPORT_SENT_MESSAGE_ID in src/sys/logging.rs"
 printf 'MESSAGE_ID=%s\nMAX_EXPOSURE=%s\n' "$message_id" "$MAX_EXPOSURE" >"$root/etc/surveyd-check.env"
 cat >"$root/etc/systemd/system/surveyd-check.service" <<'EOF'
 [Unit]
