@@ -288,19 +288,10 @@ mod tests {
         false
     }
 
-    #[tokio::test]
-    async fn a_background_job_holding_stdout_is_killed_with_its_group_at_the_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("pid");
-        let script = format!(
-            "sleep 1000 & echo $! > {}; echo usercnt_active=1",
-            pid_file.display()
-        );
-        let err = run_command(&argv(&["/bin/sh", "-c", &script]), Duration::from_secs(1))
-            .await
-            .unwrap_err();
-        assert!(err.contains("process group were killed"), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pid_file)
+    /// The background `sleep` whose pid the script wrote must be dead (and
+    /// is killed here if not, so a failing test leaves nothing behind).
+    fn assert_background_sleep_is_gone(pid_file: &std::path::Path) {
+        let pid: i32 = std::fs::read_to_string(pid_file)
             .unwrap()
             .trim()
             .parse()
@@ -316,6 +307,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_background_job_holding_stdout_is_killed_with_its_group_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "sleep 1000 & echo $! > {}; echo usercnt_active=1",
+            pid_file.display()
+        );
+        let err = run_command(&argv(&["/bin/sh", "-c", &script]), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.contains("process group were killed"), "{err}");
+        assert_background_sleep_is_gone(&pid_file);
+    }
+
+    #[tokio::test]
     async fn leftovers_of_a_command_that_finished_are_killed_too() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("pid");
@@ -327,18 +333,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, b"usercnt_active=1\n");
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let gone = wait_dead(pid);
-        if !gone {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        assert!(gone, "the background sleep {pid} survived");
+        assert_background_sleep_is_gone(&pid_file);
     }
 }
