@@ -40,9 +40,18 @@ pub struct ReloadStatus {
     pub outcome: String,
 }
 
+/// Far more than one status line (pid, generation, an error naming a
+/// file and line) ever needs.
+const MAX_STATUS_BYTES: u64 = 64 * 1024;
+
 impl ReloadStatus {
+    /// The runtime directory belongs to the service's user and `surveyd
+    /// reload` may run as root: a link, FIFO or endless file planted there
+    /// is refused (read as "no status yet"), never followed or waited on.
     pub fn read(dir: &Path) -> Option<ReloadStatus> {
-        let text = std::fs::read_to_string(dir.join(RELOAD_STATUS_FILE)).ok()?;
+        let text =
+            crate::safe_fs::read_regular_text(&dir.join(RELOAD_STATUS_FILE), MAX_STATUS_BYTES)
+                .ok()?;
         let mut parts = text.trim_end().splitn(3, ' ');
         Some(ReloadStatus {
             pid: parts.next()?.parse().ok()?,
@@ -118,5 +127,24 @@ mod tests {
                 outcome: "failed: bad value at /etc/x.cfg:7".into()
             }
         );
+    }
+
+    #[test]
+    fn a_planted_link_fifo_or_huge_file_reads_as_no_status_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RELOAD_STATUS_FILE);
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "42 3 ok\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert_eq!(ReloadStatus::read(dir.path()), None);
+
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(ReloadStatus::read(dir.path()), None);
+
+        std::fs::remove_file(&path).unwrap();
+        let huge = std::fs::File::create(&path).unwrap();
+        huge.set_len(MAX_STATUS_BYTES + 1).unwrap();
+        assert_eq!(ReloadStatus::read(dir.path()), None);
     }
 }
