@@ -32,9 +32,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::settings::Endpoint;
-
-/// The header upstream's collector requires on every report.
-pub const STATS_HEADER: &str = "X-Kopano-Stats-Request";
+use crate::wire;
 
 /// How much of a success's body is read before the connection is dropped;
 /// collectors answer with nothing or a short receipt.
@@ -449,8 +447,8 @@ where
 
     let mut builder = Request::post(target)
         .header(HOST, host)
-        .header(CONTENT_TYPE, "application/json")
-        .header(STATS_HEADER, "1")
+        .header(CONTENT_TYPE, wire::CONTENT_TYPE)
+        .header(wire::STATS_REQUEST_HEADER, wire::STATS_REQUEST_VALUE)
         .header(USER_AGENT, concat!("surveyd/", env!("CARGO_PKG_VERSION")));
     if let Some(auth) = proxy.and_then(|proxy| proxy.auth.as_ref()) {
         builder = builder.header(PROXY_AUTHORIZATION, auth);

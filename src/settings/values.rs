@@ -24,7 +24,7 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 pub const DEFAULT_URL: &str = "https://stats.kopano.io/api/stats/v1/submit";
 
 /// The request path used on a `unix:` socket, the same as on the web.
-pub const DEFAULT_SUBMIT_PATH: &str = "/api/stats/v1/submit";
+pub const DEFAULT_SUBMIT_PATH: &str = crate::wire::SUBMIT_PATH;
 
 /// Smallest audit log size before rotation; below this, every report
 /// (a few KiB with its result line) would rotate the log on its own.
