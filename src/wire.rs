@@ -311,6 +311,13 @@ impl Field {
     }
 }
 
+/// Lowercase hex SHA-256 of `data`: the audit chain's `prev` and
+/// `body_sha256`, and the collector's hash of upstream's raw ids.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

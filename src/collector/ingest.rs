@@ -69,10 +69,7 @@ fn reject(msg: impl Into<String>) -> Rejection {
     Rejection(msg.into())
 }
 
-/// Lowercase hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
+pub use crate::wire::sha256_hex;
 
 /// The installation key: lowercase hex SHA-256 over the machine id hash, a
 /// newline, the server GUID hash, a newline and the program name (a missing
