@@ -23,10 +23,10 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
 use clap_mangen::Man;
 
-use surveyd::cli::DEFAULT_CONFIG;
+use surveyd::daemon::cli::DEFAULT_CONFIG;
+use surveyd::daemon::settings::{Settings, KNOWN_KEYS};
 use surveyd::exit;
 use surveyd::logging::REPORT_SENT_MESSAGE_ID;
-use surveyd::settings::{Settings, KNOWN_KEYS};
 use surveyd::sys::reload::RELOAD_STATUS_FILE;
 
 /// The commented conffile, relative to the crate root.
@@ -428,7 +428,7 @@ fn surveyd_program() -> Program {
         ],
     );
     Program {
-        command: surveyd::cli::Cli::command(),
+        command: surveyd::daemon::cli::Cli::command(),
         section: "8",
         extra_sections: extra,
     }

@@ -290,7 +290,8 @@ fn a_field_wider_than_65535_characters_is_listed_shortened() {
     let install = Install::new();
     install.write_config("http://127.0.0.1:9/x", "");
     let url = format!("https://stats.example.org/{}", "a".repeat(65_536));
-    let (mut log, _) = surveyd::audit::AuditLog::open(&install.audit_log(), 1 << 30, 3).unwrap();
+    let (mut log, _) =
+        surveyd::daemon::audit::AuditLog::open(&install.audit_log(), 1 << 30, 3).unwrap();
     let seq = log.append_send(&url, b"{\"version\":2}").unwrap();
     log.append_result(seq, None, Some(&"e".repeat(70_000)), Duration::ZERO)
         .unwrap();

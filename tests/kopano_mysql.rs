@@ -565,8 +565,8 @@ fn each_report_reads_in_one_read_only_session_and_closes_it() {
     assert_eq!(sessions.len(), 3, "{log}");
     let full = [
         "START TRANSACTION READ ONLY",
-        surveyd::kopano_mysql::USER_COUNT_QUERY,
-        surveyd::kopano_mysql::SERVER_GUID_QUERY,
+        surveyd::daemon::facts::kopano_mysql::USER_COUNT_QUERY,
+        surveyd::daemon::facts::kopano_mysql::SERVER_GUID_QUERY,
         "COMMIT",
     ];
     for (session, expected) in
@@ -579,7 +579,7 @@ fn each_report_reads_in_one_read_only_session_and_closes_it() {
         assert!(session.quit, "connection not closed with COM_QUIT: {log}");
     }
     assert_eq!(
-        surveyd::kopano_mysql::USER_COUNT_QUERY,
+        surveyd::daemon::facts::kopano_mysql::USER_COUNT_QUERY,
         "SELECT COUNT(*), objectclass FROM users WHERE externid IS NOT NULL AND (objectclass & 4294901760) = 65536 GROUP BY objectclass"
     );
     assert_no_secrets("the server's query log", log.as_bytes());

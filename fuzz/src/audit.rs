@@ -1,4 +1,4 @@
-//! The audit log's readers (src/audit/): `read_entries` and the
+//! The audit log's readers (src/daemon/audit/): `read_entries` and the
 //! `surveyd audit` table and JSON lines built from it, and `verify`, the
 //! way `surveyd audit verify` runs it.
 //!
@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use surveyd::audit::{list_rows, read_entries, verify};
-use surveyd::cli::audit::{format_json_lines, format_table};
+use surveyd::daemon::audit::{list_rows, read_entries, verify};
+use surveyd::daemon::cli::audit::{format_json_lines, format_table};
 
 use crate::files::put_file;
 

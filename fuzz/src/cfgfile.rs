@@ -1,5 +1,5 @@
-//! The server.cfg reader (src/cfgfile.rs) and the settings built from it
-//! (src/settings.rs), the way `surveyd check-config` runs them, with
+//! The server.cfg reader (src/daemon/cfgfile.rs) and the settings built from it
+//! (src/daemon/settings/), the way `surveyd check-config` runs them, with
 //! `!include` live.
 //!
 //! The input is split at NUL bytes (no config line can hold one): the first
@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use surveyd::cfgfile::{process_env, CfgFile};
-use surveyd::settings::Settings;
+use surveyd::daemon::cfgfile::{process_env, CfgFile};
+use surveyd::daemon::settings::Settings;
 
 use crate::files::put_file;
 

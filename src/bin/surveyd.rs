@@ -1,5 +1,5 @@
 //! `surveyd`: the daemon and its admin commands; see `surveyd --help`.
 
 fn main() -> std::process::ExitCode {
-    surveyd::cli::main()
+    surveyd::daemon::cli::main()
 }

@@ -6,7 +6,7 @@
 //! | `server-guid`      | 32 upper-case hex digits and a newline    | [`stored_server_guid`], once, when neither the settings, a facts source nor kopano-mysql gives the installation's GUID |
 //! | `last-success`     | seconds since the epoch and a newline    | [`record_success`], after the collector accepted a report |
 //! | `last-attempt`     | seconds since the epoch and a newline    | [`record_attempt`], after a report is audited and before it is sent |
-//! | `audit-chain-ends` | one JSON object (the log's path, its oldest and last seq and hash) and a newline | the audit writer (`crate::audit`) after every write, rotation and prune |
+//! | `audit-chain-ends` | one JSON object (the log's path, its oldest and last seq and hash) and a newline | the audit writer (`crate::daemon::audit`) after every write, rotation and prune |
 //!
 //! The service's user can write this directory, so a file here may be a
 //! link, a FIFO, a device or huge. Every file is read with `safe_fs` (no
@@ -35,7 +35,7 @@ pub const LAST_SUCCESS_FILE: &str = "last-success";
 /// delay instead of re-sending.
 pub const LAST_ATTEMPT_FILE: &str = "last-attempt";
 
-/// The audit log's chain ends; its format and logic live in `crate::audit`.
+/// The audit log's chain ends; its format and logic live in `crate::daemon::audit`.
 pub const CHAIN_ENDS_FILE: &str = "audit-chain-ends";
 
 /// Largest stored server GUID file: 33 bytes as surveyd writes it.

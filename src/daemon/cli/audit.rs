@@ -1,11 +1,11 @@
 //! `surveyd audit`, `audit show` and `audit verify`: what the admin sees
-//! of the audit log (the log itself lives in `crate::audit`).
+//! of the audit log (the log itself lives in `crate::daemon::audit`).
 
 use super::AuditAction;
-use crate::audit::{self, ListRow};
+use crate::daemon::audit::{self, ListRow};
+use crate::daemon::settings::Settings;
+use crate::daemon::state;
 use crate::exit;
-use crate::settings::Settings;
-use crate::state;
 use crate::sys::Failure;
 
 /// A fresh installation has no audit log: that is not an error, unless the

@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 use tracing::warn;
 
+use crate::daemon::settings::Settings;
 use crate::privacy::{bucket_count, IdScheme, RawId};
-use crate::settings::Settings;
 use crate::wire::{self, JsonType, Sender};
 
 /// How a field is typed on the wire.

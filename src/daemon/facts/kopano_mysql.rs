@@ -19,9 +19,9 @@ use mysql_async::{Conn, OptsBuilder, SslOpts};
 use tracing::{debug, warn};
 
 use super::sources::SourceFacts;
-use crate::payload::FactValue;
+use crate::daemon::payload::FactValue;
+use crate::daemon::settings::{MysqlSettings, Settings};
 use crate::privacy::RawId;
-use crate::settings::{MysqlSettings, Settings};
 
 /// kopano-server's own count (ECUserManagement): objects with an external
 /// id whose class is of the user type (upper 16 bits 0x0001), per class.
@@ -484,7 +484,7 @@ mod tests {
         let names: Vec<&str> = counts.fields().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, COUNT_FIELDS);
         for name in COUNT_FIELDS {
-            assert!(crate::payload::field_spec(name).is_some(), "{name}");
+            assert!(crate::daemon::payload::field_spec(name).is_some(), "{name}");
         }
     }
 

@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cfgfile::{CfgFile, ConfigError, Entry};
+use crate::daemon::cfgfile::{CfgFile, ConfigError, Entry};
 use crate::privacy::IdScheme;
 
 use values::{

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-use crate::settings::Endpoint;
+use crate::daemon::settings::Endpoint;
 use crate::wire;
 
 /// How much of a success's body is read before the connection is dropped;

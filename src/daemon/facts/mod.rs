@@ -23,12 +23,12 @@ use std::path::Path;
 
 use tracing::warn;
 
-use crate::cfgfile::ConfigError;
-use crate::payload::{FactValue, Facts};
+use crate::daemon::cfgfile::ConfigError;
+use crate::daemon::payload::{FactValue, Facts};
+use crate::daemon::settings::{FactSource, Loaded, Settings};
+use crate::daemon::state;
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
-use crate::settings::{FactSource, Loaded, Settings};
-use crate::state;
 
 use bounded::off_loop;
 use sources::{SourceFacts, MAX_SOURCE_OUTPUT};

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use tracing::warn;
 
+use crate::daemon::settings::Settings;
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
-use crate::settings::Settings;
 
 /// Largest machine id file: 33 bytes in practice, with room for white space.
 pub const MAX_MACHINE_ID_BYTES: u64 = 4096;

@@ -950,7 +950,7 @@ mod tests {
                 fs::write(dir.path().join("a.cfg"), &a).unwrap();
                 fs::write(dir.path().join("b.cfg"), &b).unwrap();
                 let _ = CfgFile::load(&dir.path().join("a.cfg"));
-                let _ = crate::settings::Settings::load(&dir.path().join("a.cfg"));
+                let _ = crate::daemon::settings::Settings::load(&dir.path().join("a.cfg"));
             }
 
             #[test]
@@ -961,7 +961,7 @@ mod tests {
                 fs::write(dir.path().join("b.cfg"), &b).unwrap();
                 fs::write(dir.path().join("sub/a.cfg"), &b).unwrap();
                 let _ = CfgFile::load(&dir.path().join("a.cfg"));
-                let _ = crate::settings::Settings::load(&dir.path().join("a.cfg"));
+                let _ = crate::daemon::settings::Settings::load(&dir.path().join("a.cfg"));
             }
         }
     }

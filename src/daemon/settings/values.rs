@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::payload::FIELD_NAMES;
+use crate::daemon::payload::FIELD_NAMES;
 use crate::privacy::IdScheme;
 
 /// Where reports go when nothing is configured (upstream's default).

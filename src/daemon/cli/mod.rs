@@ -11,11 +11,11 @@ use self::audit::{audit_command, no_audit_log_yet};
 
 pub mod audit;
 
-use crate::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
+use crate::daemon::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
+use crate::daemon::facts;
+use crate::daemon::report;
+use crate::daemon::settings::Settings;
 use crate::exit;
-use crate::facts;
-use crate::report;
-use crate::settings::Settings;
 use crate::sys::{self, Failure, Runtime};
 
 /// Default configuration file.
@@ -166,7 +166,7 @@ pub fn main() -> ExitCode {
             }
             audit_command(&settings, *json, action.as_ref())
         }),
-        Command::Run => return sys::end_service(crate::service::run(&cli.config)),
+        Command::Run => return sys::end_service(crate::daemon::service::run(&cli.config)),
         Command::Reload { pid, wait } => {
             sys::reload::request(*pid, std::time::Duration::from_secs(*wait))
                 .map(|message| println!("surveyd: {message}"))
@@ -191,7 +191,7 @@ fn with_settings(
 
 fn check_config(path: &Path) -> Result<(), Failure> {
     with_settings(path, |settings| {
-        for warning in crate::payload::static_fact_warnings(&settings) {
+        for warning in crate::daemon::payload::static_fact_warnings(&settings) {
             eprintln!("surveyd: warning: {warning}");
         }
         for (key, value) in settings.effective() {

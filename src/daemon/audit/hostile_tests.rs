@@ -189,7 +189,10 @@ fn cut_head_or_tail_fails_verify_against_the_recorded_ends() {
     for cut_head in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(&dir);
-        let ends = dir.path().join("state").join(crate::state::CHAIN_ENDS_FILE);
+        let ends = dir
+            .path()
+            .join("state")
+            .join(crate::daemon::state::CHAIN_ENDS_FILE);
         let options = || AuditOptions {
             max_size: BIG,
             keep: 3,
@@ -273,7 +276,10 @@ fn root_writes_only_where_no_other_user_can_and_acts_as_the_owner_of_a_service_d
 fn verify_beside_a_busy_writer_never_reports_a_cut_that_did_not_happen() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_path(&dir);
-    let ends = dir.path().join("state").join(crate::state::CHAIN_ENDS_FILE);
+    let ends = dir
+        .path()
+        .join("state")
+        .join(crate::daemon::state::CHAIN_ENDS_FILE);
     let options = AuditOptions {
         max_size: 4096,
         keep: 1,

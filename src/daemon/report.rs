@@ -12,13 +12,13 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
-use crate::audit::{AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
-use crate::facts;
+use crate::daemon::audit::{AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
+use crate::daemon::facts;
+use crate::daemon::payload::{self, Payload, PayloadOptions};
+use crate::daemon::settings::Settings;
+use crate::daemon::state;
+use crate::daemon::transport::{self, Outgoing, Response, SendError};
 use crate::logging::REPORT_SENT_MESSAGE_ID;
-use crate::payload::{self, Payload, PayloadOptions};
-use crate::settings::Settings;
-use crate::state;
-use crate::transport::{self, Outgoing, Response, SendError};
 
 /// The privacy options the settings ask for.
 pub fn payload_options(settings: &Settings) -> PayloadOptions {

@@ -60,7 +60,7 @@
 //!
 //! # The chain's ends, in the state dir
 //!
-//! `audit-chain-ends` (named in `crate::state`) records the oldest line still on disk and the last
+//! `audit-chain-ends` (named in `crate::daemon::state`) records the oldest line still on disk and the last
 //! line written (seq and hash each), rewritten atomically after every
 //! write, rotation and prune. `verify` and the writer compare the log with
 //! it, so cutting lines off the head or the tail is detected.

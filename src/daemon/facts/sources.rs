@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tracing::warn;
 
 use super::bounded::off_loop;
-use crate::payload::{field_spec, FactValue, FieldType};
+use crate::daemon::payload::{field_spec, FactValue, FieldType};
 use crate::privacy::RawId;
 use crate::safe_fs;
 

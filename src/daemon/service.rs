@@ -23,12 +23,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::audit::{AuditError, AuditLog};
+use crate::daemon::audit::{AuditError, AuditLog};
+use crate::daemon::report::{self, Attempt};
+use crate::daemon::scheduler::{self, Timing};
+use crate::daemon::settings::{Loaded, Settings};
+use crate::daemon::state;
 use crate::exit;
-use crate::report::{self, Attempt};
-use crate::scheduler::{self, Timing};
-use crate::settings::{Loaded, Settings};
-use crate::state;
 use crate::sys::{notify, reload, Failure, Runtime};
 
 /// Slack on top of the timeouts before an unfinished report counts as stuck.
@@ -37,25 +37,26 @@ const STUCK_GRACE: Duration = Duration::from_secs(10);
 /// Runs the service until SIGTERM/SIGINT, or until a failure that only
 /// the admin can end.
 pub fn run(config: &Path) -> Result<(), Failure> {
-    let loaded =
-        crate::facts::load_settings(config).map_err(|err| Failure::new(exit::CONFIG, err))?;
+    let loaded = crate::daemon::facts::load_settings(config)
+        .map_err(|err| Failure::new(exit::CONFIG, err))?;
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
     let settings = loaded.settings;
-    let (audit, audit_problem) = match report::open_audit(&settings, crate::audit::LOCK_WAIT) {
-        Ok(audit) => (Some(audit), None),
-        Err(err) => match NotSent::from(err) {
-            NotSent::Held(err) => {
-                error!("{err}");
-                (None, Some(format!("not sent: {err}")))
-            }
-            // Before the first report nothing has been retried yet: a
-            // log that cannot be opened is left to systemd's Restart=.
-            NotSent::Retry(err) => return Err(Failure::new(exit::CANTCREAT, err)),
-            NotSent::Fatal(failure) => return Err(failure),
-        },
-    };
+    let (audit, audit_problem) =
+        match report::open_audit(&settings, crate::daemon::audit::LOCK_WAIT) {
+            Ok(audit) => (Some(audit), None),
+            Err(err) => match NotSent::from(err) {
+                NotSent::Held(err) => {
+                    error!("{err}");
+                    (None, Some(format!("not sent: {err}")))
+                }
+                // Before the first report nothing has been retried yet: a
+                // log that cannot be opened is left to systemd's Restart=.
+                NotSent::Retry(err) => return Err(Failure::new(exit::CANTCREAT, err)),
+                NotSent::Fatal(failure) => return Err(failure),
+            },
+        };
     exit_soon_after_stop_signals_whatever_blocks();
     let mut service = Service::new(config.to_path_buf(), settings, audit);
     service.last_outcome = audit_problem;
@@ -462,7 +463,8 @@ impl Service {
         let path = self.config_path.clone();
         let limit = self.settings.timeout;
         self.reloading = Some(Box::pin(async move {
-            let load = tokio::task::spawn_blocking(move || crate::facts::load_settings(&path));
+            let load =
+                tokio::task::spawn_blocking(move || crate::daemon::facts::load_settings(&path));
             match tokio::time::timeout(limit, load).await {
                 Ok(Ok(Ok(loaded))) => Ok(loaded),
                 Ok(Ok(Err(err))) => Err(err.to_string()),
@@ -680,7 +682,7 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(report_limit(&settings), Duration::from_secs(100));
-        settings.facts = vec![crate::settings::FactSource::KopanoMysql; 2];
+        settings.facts = vec![crate::daemon::settings::FactSource::KopanoMysql; 2];
         assert_eq!(report_limit(&settings), Duration::from_secs(160));
     }
 
