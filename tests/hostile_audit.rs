@@ -16,9 +16,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 
-/// Upper bound for any single wait: a hang detector, not a timing check.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// What a planted link points at: a stand-in for /etc/passwd.
 const VICTIM_TEXT: &[u8] =
     b"root:x:0:0:root:/root:/bin/bash\nsurveyd:x:999:999::/:/usr/sbin/nologin\n";

@@ -15,9 +15,6 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Upper bound for any single wait: a hang detector, not a timing check.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// Address space allowed to a surveyd that meets an endless input: far
 /// more than it needs, far less than reading /dev/zero or `yes` until the
 /// timeout would take.
