@@ -423,10 +423,7 @@ fn go_clients_placeholder_guid_is_stored_as_no_guid() {
         let row = &rows[0];
         assert_eq!(row["server_guid_sha256"], serde_json::Value::Null);
         assert_eq!(row["flags"], 1 | 16, "upstream raw ids, no server GUID");
-        assert_eq!(
-            row["uid"],
-            sha256_hex(format!("{}\n\nkopano-server", sha256_hex(RAW_MID)))
-        );
+        assert_eq!(row["uid"], installation_uid(&sha256_hex(RAW_MID), ""));
         assert_ne!(
             row["server_guid_sha256"],
             sha256_hex(GO_NO_GUID),

@@ -20,11 +20,6 @@ use nix::unistd::Pid;
 /// timeout would take.
 const MEMORY_LIMIT: &str = "--as=1073741824";
 
-fn mkfifo(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
-}
-
 /// `surveyd ARGS` under the memory limit, killed if it outlives PATIENCE.
 fn bounded(install: &Install, args: &[&str]) -> Output {
     let mut cmd = Command::new("timeout");

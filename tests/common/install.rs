@@ -88,6 +88,13 @@ impl Install {
     }
 }
 
+/// A FIFO at `path`, in place of whatever was there: a reader that opens
+/// it blocks until a writer comes, which none ever does.
+pub fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+}
+
 /// An installation with `n` reports already sent and audited, and the
 /// stand-in that received them.
 pub fn install_with_reports(n: usize, extra: &str) -> (Install, StandIn) {

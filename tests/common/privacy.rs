@@ -14,6 +14,12 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
     hex::encode(Sha256::digest(bytes.as_ref()))
 }
 
+/// The collector's `uid` of an installation: one row per machine, server
+/// and program.
+pub fn installation_uid(machine_hash: &str, guid_hash: &str) -> String {
+    sha256_hex(format!("{machine_hash}\n{guid_hash}\nkopano-server"))
+}
+
 /// `sd_id128_get_app_specific()` as systemd computes it, for checking
 /// what surveyd sent.
 pub fn systemd_app_specific(id_hex: &str, app_id_hex: &str) -> String {
