@@ -21,7 +21,7 @@ fn notifies_ready_watchdog_reload_and_stopping() {
             extra: "max_body_bytes = 65536\n[rate_limit]\nenabled = false\n",
             env: vec![
                 ("NOTIFY_SOCKET", systemd.path.display().to_string()),
-                ("WATCHDOG_USEC", "400000".into()),
+                ("WATCHDOG_USEC", WATCHDOG_USEC.to_string()),
             ],
             ..Options::default()
         },
