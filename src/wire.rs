@@ -573,4 +573,33 @@ mod tests {
         assert!(users.check_count(MAX_COUNT).is_ok());
         assert!(users.check_count(MAX_COUNT + 1).is_err());
     }
+
+    #[test]
+    fn the_table_stores_every_field_surveyd_sends_once() {
+        let names: Vec<&str> = TABLE.iter().map(|c| c.name()).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "{name} twice in TABLE");
+        }
+        for f in stored_fields() {
+            assert_eq!(
+                field(f.name),
+                Some(f),
+                "{} is stored but not in FIELDS",
+                f.name
+            );
+        }
+        for name in SURVEYD_FIELD_NAMES {
+            let f = field(name).unwrap();
+            assert!(
+                f.name == ID_SCHEME.name || stored_index(f).is_some(),
+                "{name} is sent but the collector does not store it"
+            );
+        }
+        for scheme in IdScheme::ALL {
+            assert_eq!(IdScheme::from_wire_name(scheme.wire_name()), Some(scheme));
+            assert!(MACHINE_ID_HASH
+                .check_text(&"a".repeat(scheme.hex_len()))
+                .is_ok());
+        }
+    }
 }

@@ -243,28 +243,33 @@ pub fn stats(s: &Stats) -> String {
          active users (installations seen in the last 30 days): {}\n",
         s.seen_24h, s.seen_7d, s.seen_30d, s.total, s.active_users_30d
     );
-    out.push_str("\nby program_version (installations seen in the last 30 days):\n");
+    let (name, version, os) = (
+        Column::Field(&wire::PROGRAM_NAME).name(),
+        Column::Field(&wire::PROGRAM_VERSION).name(),
+        Column::Field(&wire::OSRELEASE).name(),
+    );
+    out.push_str(&format!(
+        "\nby {version} (installations seen in the last 30 days):\n"
+    ));
     let body: Vec<Vec<Cell>> = s
         .by_version
         .iter()
         .map(|(name, version, n)| vec![opt(name), opt(version), Cell::Number(n.to_string())])
         .collect();
     out.push_str(&boxed(
-        &["program_name", "program_version", "installations"],
+        &[name, version, "installations"],
         &[false, false, true],
         &body,
     ));
-    out.push_str("\nby osrelease (installations seen in the last 30 days):\n");
+    out.push_str(&format!(
+        "\nby {os} (installations seen in the last 30 days):\n"
+    ));
     let body: Vec<Vec<Cell>> = s
         .by_osrelease
         .iter()
         .map(|(os, n)| vec![opt(os), Cell::Number(n.to_string())])
         .collect();
-    out.push_str(&boxed(
-        &["osrelease", "installations"],
-        &[false, true],
-        &body,
-    ));
+    out.push_str(&boxed(&[os, "installations"], &[false, true], &body));
     out
 }
 

@@ -76,17 +76,36 @@ fn upsert_updates(excluded: &str) -> String {
         .join(", ")
 }
 
+fn column(field: &'static wire::Field) -> &'static str {
+    wire::Column::Field(field).name()
+}
+
 // `$n` parameters are understood by both SQLite and PostgreSQL.
-const SELECT_TOTALS: &str = "SELECT CAST(COUNT(*) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN usercnt_active ELSE 0 END), 0) AS BIGINT) \
-    FROM installations";
-const SELECT_BY_VERSION: &str = "SELECT program_name, program_version, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY program_name, program_version";
-const SELECT_BY_OSRELEASE: &str = "SELECT osrelease, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY osrelease";
+static SELECT_TOTALS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT CAST(COUNT(*) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN {} ELSE 0 END), 0) AS BIGINT) \
+         FROM installations",
+        column(&wire::USERCNT_ACTIVE)
+    )
+});
+static SELECT_BY_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let (name, version) = (column(&wire::PROGRAM_NAME), column(&wire::PROGRAM_VERSION));
+    format!(
+        "SELECT {name}, {version}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {name}, {version}"
+    )
+});
+static SELECT_BY_OSRELEASE: LazyLock<String> = LazyLock::new(|| {
+    let os = column(&wire::OSRELEASE);
+    format!(
+        "SELECT {os}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {os}"
+    )
+});
 
 /// One row of the table as stored: the last report of an installation
 /// and when it was first and last seen.
@@ -106,9 +125,9 @@ pub struct Stats {
     pub seen_7d: i64,
     pub seen_30d: i64,
     pub active_users_30d: i64,
-    /// (program_name, program_version, installations), most first.
+    /// (program name, program version, installations), most first.
     pub by_version: Vec<(Option<String>, Option<String>, i64)>,
-    /// (osrelease, installations), most first.
+    /// (OS release, installations), most first.
     pub by_osrelease: Vec<(Option<String>, i64)>,
 }
 

@@ -265,12 +265,15 @@ impl Postgres {
         let e = err("computing stats");
         let t = self
             .client
-            .query_one(SELECT_TOTALS, &[&cutoffs[0], &cutoffs[1], &cutoffs[2]])
+            .query_one(
+                SELECT_TOTALS.as_str(),
+                &[&cutoffs[0], &cutoffs[1], &cutoffs[2]],
+            )
             .await
             .map_err(&e)?;
         let by_version = self
             .client
-            .query(SELECT_BY_VERSION, &[&cutoffs[2]])
+            .query(SELECT_BY_VERSION.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()
@@ -278,7 +281,7 @@ impl Postgres {
             .collect();
         let by_osrelease = self
             .client
-            .query(SELECT_BY_OSRELEASE, &[&cutoffs[2]])
+            .query(SELECT_BY_OSRELEASE.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()

@@ -239,17 +239,20 @@ impl Sqlite {
         let e = err("computing stats");
         let (total, seen_24h, seen_7d, seen_30d, active_users_30d) = self
             .conn
-            .query_row(SELECT_TOTALS, cutoffs, |r| {
+            .query_row(SELECT_TOTALS.as_str(), cutoffs, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_VERSION).map_err(&e)?;
+        let mut stmt = self.conn.prepare(SELECT_BY_VERSION.as_str()).map_err(&e)?;
         let by_version = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(&e)?
             .collect::<Result<_, _>>()
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_OSRELEASE).map_err(&e)?;
+        let mut stmt = self
+            .conn
+            .prepare(SELECT_BY_OSRELEASE.as_str())
+            .map_err(&e)?;
         let by_osrelease = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&e)?
@@ -361,5 +364,43 @@ impl Drop for Checkpointer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adding a field to the wire table without a migration (or a
+    /// migration without the table entry) breaks this, not production.
+    #[test]
+    fn migrated_schema_has_exactly_the_columns_wire_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db"), Access::Serve).unwrap();
+        let mut stmt = db
+            .conn
+            .prepare("SELECT name, type FROM pragma_table_info('installations') ORDER BY cid")
+            .unwrap();
+        let schema: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let wanted: Vec<(String, String)> = wire::TABLE
+            .iter()
+            .map(|c| {
+                let sql_type = match c {
+                    Column::Uid => "TEXT",
+                    Column::FirstSeen | Column::LastUpdate => "BIGINT",
+                    Column::Flags => "INTEGER",
+                    Column::Field(f) => match f.json_type {
+                        JsonType::String => "TEXT",
+                        JsonType::Int => "BIGINT",
+                    },
+                };
+                (c.name().to_owned(), sql_type.to_owned())
+            })
+            .collect();
+        assert_eq!(schema, wanted);
     }
 }
