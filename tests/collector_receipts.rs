@@ -435,3 +435,33 @@ fn a_malformed_commitment_refuses_the_report() {
     }
     assert!(c.rows().is_empty());
 }
+
+#[test]
+fn deletion_requests_meet_the_same_size_limit_and_rate_limit_as_reports() {
+    let backend = Backend::sqlite();
+    let c = Collector::start_with(
+        &backend,
+        Options {
+            extra: "max_body_bytes = 2048\n[rate_limit]\nper_second = 0.001\nburst = 2\n",
+            ..Options::default()
+        },
+    );
+    let huge = format!(
+        "{{\"uid\":\"{}\",\"secret\":\"{}\",\"pad\":\"{}\"}}",
+        "0".repeat(64),
+        "1".repeat(64),
+        "x".repeat(4096)
+    );
+    let r = delete(&c, &huge);
+    assert_eq!(r.status, 413, "{r:?}");
+    let body = deletion_body(&"0".repeat(64), &"1".repeat(64));
+    c.assert_receipt(&delete(&c, &body), Kind::Deleted, body.as_bytes());
+    let r = delete(&c, &body);
+    assert_eq!(r.status, 429, "the bucket is shared with reports: {r:?}");
+    assert!(
+        r.headers.to_ascii_lowercase().contains("retry-after:"),
+        "{r:?}"
+    );
+    let report = upstream_payload(RAW_MID, RAW_GUID, 1);
+    assert_eq!(c.post(&report).status, 429, "and reports wait too");
+}
