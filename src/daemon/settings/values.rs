@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::daemon::payload::FIELD_NAMES;
 use crate::privacy::IdScheme;
+use crate::wire::receipt::PublicKey;
 
 /// Where reports go when nothing is configured (upstream's default).
 /// Longest value accepted for any key surveyd reads. The longest sensible
@@ -385,4 +386,26 @@ pub(super) fn parse_facts(value: &str) -> Result<Vec<FactSource>, Problem> {
         sources.push(source);
     }
     Ok(sources)
+}
+
+/// `surveyclient_collector_key`: empty (receipts are recorded unchecked),
+/// or one or more `ed25519:HEX64` separated by blanks, so that during a
+/// key rotation receipts signed by the old or the new key both verify.
+pub(super) fn parse_collector_keys(value: &str) -> Result<Vec<PublicKey>, Problem> {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for word in value.split_whitespace() {
+        let key = PublicKey::parse(word).map_err(|why| {
+            Problem::new(
+                format!("is not an Ed25519 public key: {why}"),
+                "write the collector's key as its operator publishes it \
+                 (`surveyd-collector key` prints it), e.g. ed25519:<64 hex digits>; \
+                 several keys separated by blanks during a rotation",
+            )
+            .about(word)
+        })?;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
