@@ -19,6 +19,8 @@ use tracing::warn;
 use super::dir::{still_at, Access, Create};
 use super::ends::{ChainEnds, EndsFile};
 use super::lock::{self, WriterLock};
+use crate::wire::receipt::Signed;
+
 use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
 
@@ -159,6 +161,36 @@ pub(super) struct ResultLine<'a> {
     status: Option<u16>,
     error: Option<&'a str>,
     duration_ms: u64,
+    /// Only on results that got an answer to check a receipt in; older
+    /// result lines have none of the three.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<Option<&'a Signed>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt_state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt_problem: Option<&'a str>,
+    prev: &'a str,
+}
+
+/// What a `result` line records about the answer's receipt.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptRecord<'a> {
+    /// The receipt as the collector sent it, when it parsed.
+    pub receipt: Option<&'a Signed>,
+    /// `none`, `unchecked`, `valid`, `missing` or `invalid`.
+    pub state: &'a str,
+    /// Why it is `missing` or `invalid`.
+    pub problem: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ForgetLine<'a> {
+    seq: u64,
+    time: &'a str,
+    event: &'static str,
+    url: &'a str,
+    uid: &'a str,
+    body_sha256: &'a str,
     prev: &'a str,
 }
 
@@ -436,6 +468,18 @@ impl AuditLog {
         error: Option<&str>,
         duration: Duration,
     ) -> Result<u64, AuditError> {
+        self.append_result_with_receipt(of, status, error, duration, None)
+    }
+
+    /// [`AuditLog::append_result`], with what the answer's receipt proved.
+    pub fn append_result_with_receipt(
+        &mut self,
+        of: u64,
+        status: Option<u16>,
+        error: Option<&str>,
+        duration: Duration,
+        receipt: Option<ReceiptRecord<'_>>,
+    ) -> Result<u64, AuditError> {
         let seq = self.next_seq()?;
         let time = now_rfc3339();
         let line = serde_json::to_vec(&ResultLine {
@@ -446,6 +490,33 @@ impl AuditLog {
             status,
             error,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            receipt: receipt.map(|r| r.receipt),
+            receipt_state: receipt.map(|r| r.state),
+            receipt_problem: receipt.and_then(|r| r.problem),
+            prev: &self.last.hash,
+        });
+        self.write_line(seq, line)
+    }
+
+    /// Records that a deletion request for installation `uid`, whose body
+    /// hashes to `body_sha256`, is about to go to `url`; returns once the
+    /// line is on disk. The body itself is not logged: it reveals the
+    /// deletion secret. On error nothing must be sent.
+    pub fn append_forget(
+        &mut self,
+        url: &str,
+        uid: &str,
+        body_sha256: &str,
+    ) -> Result<u64, AuditError> {
+        let seq = self.next_seq()?;
+        let time = now_rfc3339();
+        let line = serde_json::to_vec(&ForgetLine {
+            seq,
+            time: &time,
+            event: "forget",
+            url,
+            uid,
+            body_sha256,
             prev: &self.last.hash,
         });
         self.write_line(seq, line)

@@ -52,6 +52,21 @@ pub enum Endpoint {
     },
 }
 
+impl Endpoint {
+    /// Where deletion requests go for reports sent here: the same host or
+    /// socket, with `wire::delete_path` applied to the request path.
+    pub fn for_deletion(&self) -> Endpoint {
+        match self {
+            Endpoint::Https(url) => Endpoint::Https(crate::wire::delete_url(url)),
+            Endpoint::Http(url) => Endpoint::Http(crate::wire::delete_url(url)),
+            Endpoint::Unix { socket, path } => Endpoint::Unix {
+                socket: socket.clone(),
+                path: crate::wire::delete_path(path),
+            },
+        }
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
