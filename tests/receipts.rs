@@ -391,3 +391,52 @@ fn forget_without_a_machine_id_sends_nothing_and_exits_65() {
     assert!(server.requests().is_empty());
     assert!(install.audit_text().is_empty());
 }
+
+/// Root's `surveyd forget` in a log directory the service's user owns
+/// (DynamicUser's) acts as that user, like `send`: a link that user planted
+/// under the log's name is never written through, and nothing is sent.
+#[test]
+fn root_forget_in_a_directory_the_service_user_owns_never_writes_as_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() {
+        return skip("needs root to own files as another uid");
+    }
+    let pair = key_pair();
+    let server = collector(&pair, Receipt::Honest);
+    let install = Install::new();
+    install.write_config(&server.url, &key_setting(&pair));
+    std::fs::set_permissions(install.dir.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    let (owner, group) = (
+        nix::unistd::Uid::from_raw(65534),
+        nix::unistd::Gid::from_raw(65534),
+    );
+    let log_dir = install.path("log");
+    let state_dir = install.path("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    for dir in [&log_dir, &state_dir] {
+        nix::unistd::chown(dir, Some(owner), Some(group)).unwrap();
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    // A copy standing in for a file root must never write.
+    let victim = install.path("passwd-copy");
+    std::fs::write(&victim, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    std::os::unix::fs::symlink(&victim, log_dir.join("audit.log")).unwrap();
+
+    let out = install.run(&["forget"]);
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not as root"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "root:x:0:0:root:/root:/bin/bash\n"
+    );
+    assert!(server.requests().is_empty(), "nothing unaudited goes out");
+
+    std::fs::remove_file(log_dir.join("audit.log")).unwrap();
+    let out = install.run(&["forget"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.requests().len(), 1);
+    for entry in std::fs::read_dir(&log_dir).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(entry.metadata().unwrap().uid(), 65534, "{:?}", entry.path());
+    }
+}

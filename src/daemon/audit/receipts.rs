@@ -72,9 +72,9 @@ pub struct ReceiptFailure {
 }
 
 /// Re-checks every receipt in `entries` (in log order) under `keys`.
-/// Without keys, only counts what is recorded. A result that recorded a
-/// missing or invalid receipt fails too: the collector's answer did not
-/// prove delivery, whatever the log says happened next.
+/// Without keys, only counts what is recorded. With keys, a result that
+/// recorded a missing or invalid receipt fails too: the collector's answer
+/// did not prove delivery.
 pub fn verify_receipts(
     entries: &[Entry],
     keys: &[PublicKey],
@@ -118,6 +118,10 @@ pub fn verify_receipts(
             ),
             None => None,
         };
+        if keys.is_empty() {
+            summary.receipts += u64::from(receipt.is_some());
+            continue;
+        }
         let Some(receipt) = receipt else {
             match state {
                 State::None => summary.not_required += 1,
@@ -135,10 +139,6 @@ pub fn verify_receipts(
             }
             continue;
         };
-        if keys.is_empty() {
-            summary.receipts += 1;
-            continue;
-        }
         let (kind, body_sha256, uid) = what_was_sent(request).map_err(fail)?;
         receipts::verify(&receipt, keys, kind, &body_sha256, uid.as_deref())
             .map_err(|problem| fail(problem.to_string()))?;
@@ -166,4 +166,62 @@ fn what_was_sent(request: &Entry) -> Result<(Kind, String, Option<String>), Stri
         sha256_hex(&canonical),
         receipts::uid_of_report(&canonical),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reader::parse_line;
+    use super::*;
+
+    fn entries(lines: &[String]) -> Vec<Entry> {
+        lines
+            .iter()
+            .map(|line| parse_line(line.as_bytes()).unwrap())
+            .collect()
+    }
+
+    fn send(seq: u64) -> String {
+        format!(
+            r#"{{"seq":{seq},"time":"t","event":"send","url":"u","body":{{"version":2}},"body_sha256":"{}","prev":"p"}}"#,
+            sha256_hex(br#"{"version":2}"#)
+        )
+    }
+
+    #[test]
+    fn older_results_and_answers_without_a_required_receipt_pass_but_a_recorded_failure_does_not() {
+        let key = PublicKey::parse(&format!("ed25519:{}", "ab".repeat(32))).unwrap();
+        let keys = std::slice::from_ref(&key);
+        let lines = vec![
+            send(1),
+            r#"{"seq":2,"time":"t","event":"result","of":1,"status":204,"error":null,"duration_ms":3,"prev":"p"}"#.to_string(),
+            send(3),
+            r#"{"seq":4,"time":"t","event":"result","of":3,"status":200,"error":null,"duration_ms":3,"receipt":null,"receipt_state":"none","prev":"p"}"#.to_string(),
+            send(5),
+            r#"{"seq":6,"time":"t","event":"result","of":5,"status":500,"error":"x","duration_ms":3,"prev":"p"}"#.to_string(),
+        ];
+        let summary = verify_receipts(&entries(&lines), keys).unwrap();
+        assert_eq!(
+            (summary.older, summary.not_required, summary.receipts),
+            (1, 1, 0)
+        );
+
+        let mut failed = lines.clone();
+        failed.push(send(7));
+        failed.push(r#"{"seq":8,"time":"t","event":"result","of":7,"status":200,"error":"e","duration_ms":3,"receipt":null,"receipt_state":"missing","receipt_problem":"no receipt","prev":"p"}"#.to_string());
+        let failure = verify_receipts(&entries(&failed), keys).unwrap_err();
+        assert_eq!(
+            (failure.what, failure.seq, failure.result_seq),
+            ("report", 7, 8)
+        );
+        assert!(
+            failure.why.contains("missing (no receipt)"),
+            "{}",
+            failure.why
+        );
+        let unkeyed = verify_receipts(&entries(&failed), &[]).unwrap();
+        assert!(
+            !unkeyed.keyed,
+            "without a key nothing is checked, so nothing fails"
+        );
+    }
 }
