@@ -440,3 +440,76 @@ fn root_forget_in_a_directory_the_service_user_owns_never_writes_as_root() {
         assert_eq!(entry.metadata().unwrap().uid(), 65534, "{:?}", entry.path());
     }
 }
+
+/// A collector that answers 200 and then sends its body one byte and no
+/// more, keeping the connection open: the receipt never completes.
+fn trickling_collector() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/api/stats/v1/submit",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(10) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+                );
+                // Holds the connection open, silent, until the test ends.
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_receipt_that_never_finishes_arriving_ends_at_the_deadline_and_fails_the_report() {
+    let pair = key_pair();
+    let install = Install::new();
+    install.write_config(
+        &trickling_collector(),
+        &format!("{}surveyclient_timeout = 1\n", key_setting(&pair)),
+    );
+    let child = install
+        .command(&["send"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, err) = wait_for_exit(child, "send hung on a receipt that never finishes");
+    assert_eq!(status.code(), Some(69), "{err}");
+    assert!(err.contains("the receipt is malformed"), "{err}");
+    let result = &audit_results(&install)[0];
+    assert_eq!(result["receipt_state"], "invalid", "{result}");
+}
+
+#[test]
+fn forget_against_a_silent_collector_ends_at_the_deadline_audited_and_exits_69() {
+    let server = stand_in(None, vec![Reply::Hang]);
+    let install = Install::new();
+    install.write_config(&server.url, "surveyclient_timeout = 1\n");
+    let child = install
+        .command(&["forget"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, err) = wait_for_exit(child, "forget hung on a silent collector");
+    assert_eq!(status.code(), Some(69), "{err}");
+    assert!(err.contains("within 1 s"), "{err}");
+    let events = audit_events(&install);
+    assert_eq!(events[0]["event"], "forget");
+    assert_eq!(events[1]["of"], events[0]["seq"]);
+    assert!(events[1]["status"].is_null());
+    assert!(
+        events[1].get("receipt_state").is_none(),
+        "no answer, no receipt"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
