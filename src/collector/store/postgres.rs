@@ -7,12 +7,17 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    drain_batch, finish_batch, proves, unix_now, Access, Done, Job, Report, Row, Stats, StoreError,
+    Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE,
+    SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
+
+/// A deletion's check; the row stays locked until the batch commits.
+const SELECT_COMMITMENT_FOR_UPDATE: &str =
+    "SELECT deletion_commitment FROM installations WHERE uid = $1 FOR UPDATE";
 
 /// One round trip for a whole batch: the reports travel as parallel arrays.
 const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
@@ -177,25 +182,7 @@ impl Postgres {
         }
     }
 
-    async fn write_batch(&mut self, jobs: &[Job]) -> Result<(), tokio_postgres::Error> {
-        // ON CONFLICT may touch a row only once per statement, so of several
-        // reports for one installation in a batch only the last one counts,
-        // as it would have after sequential upserts.
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            last.insert(job.report.uid.as_str(), i);
-        }
-        let mut idx: Vec<usize> = last.into_values().collect();
-        idx.sort_unstable();
-        let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
-        let text = |f: fn(&super::Report) -> Option<&str>| -> Vec<Option<&str>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
-        let count = |f: fn(&super::Report) -> Option<i64>| -> Vec<Option<i64>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
-        let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
-        let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+    async fn write_batch(&mut self, jobs: &[Job]) -> Result<Vec<Done>, tokio_postgres::Error> {
         let now = unix_now();
         let stmt = match &self.upsert {
             Some(s) => s.clone(),
@@ -205,31 +192,38 @@ impl Postgres {
                 s
             }
         };
-        self.client
-            .execute(
-                &stmt,
-                &[
-                    &now,
-                    &uid,
-                    &text(|r| r.machine_id_sha256.as_deref()),
-                    &text(|r| r.server_guid_sha256.as_deref()),
-                    &count(|r| r.usercnt_active),
-                    &count(|r| r.usercnt_contact),
-                    &count(|r| r.usercnt_equipment),
-                    &count(|r| r.usercnt_na_user),
-                    &count(|r| r.usercnt_nonactive),
-                    &text(|r| r.userplugin.as_deref()),
-                    &text(|r| r.osrelease.as_deref()),
-                    &text(|r| r.utsname.as_deref()),
-                    &text(|r| r.program_name.as_deref()),
-                    &text(|r| r.program_version.as_deref()),
-                    &flags,
-                    &count(|r| r.usercnt_room),
-                    &text(|r| r.attachment_storage.as_deref()),
-                ],
-            )
-            .await?;
-        Ok(())
+        if jobs.iter().all(|j| j.report().is_some()) {
+            // One statement, atomic by itself: the common case stays one
+            // round trip.
+            upsert(&self.client, &stmt, jobs, now).await?;
+            return Ok(vec![Done::Stored { time: now }; jobs.len()]);
+        }
+        let tx = self.client.transaction().await?;
+        upsert(&tx, &stmt, jobs, now).await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match &job.work {
+                Work::Store(_) => Done::Stored { time: now },
+                Work::Delete(d) => {
+                    // FOR UPDATE: another collector on this database cannot
+                    // change the row between the check and the delete.
+                    let stored: Option<Option<String>> = tx
+                        .query_opt(SELECT_COMMITMENT_FOR_UPDATE, &[&d.uid])
+                        .await?
+                        .map(|r| r.get(0));
+                    match stored {
+                        None => Done::Deleted { time: now },
+                        Some(stored) if proves(stored.as_deref(), &d.commitment) => {
+                            tx.execute(DELETE_ROW, &[&d.uid]).await?;
+                            Done::Deleted { time: now }
+                        }
+                        Some(_) => Done::NotProven,
+                    }
+                }
+            });
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -296,4 +290,61 @@ impl Postgres {
             by_osrelease,
         })
     }
+}
+
+/// The reports among `jobs` in one statement on `client` (the connection,
+/// or the transaction a batch with deletions runs in).
+async fn upsert(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    jobs: &[Job],
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let all: Vec<&Report> = jobs.iter().filter_map(Job::report).collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    // ON CONFLICT may touch a row only once per statement, so of several
+    // reports for one installation in a batch only the last one counts, as
+    // it would have after sequential upserts.
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(all.len());
+    for (i, report) in all.iter().enumerate() {
+        last.insert(report.uid.as_str(), i);
+    }
+    let mut idx: Vec<usize> = last.into_values().collect();
+    idx.sort_unstable();
+    let reports: Vec<&Report> = idx.iter().map(|&i| all[i]).collect();
+    let text = |f: fn(&Report) -> Option<&str>| -> Vec<Option<&str>> {
+        reports.iter().map(|r| f(r)).collect()
+    };
+    let count = |f: fn(&Report) -> Option<i64>| -> Vec<Option<i64>> {
+        reports.iter().map(|r| f(r)).collect()
+    };
+    let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
+    let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+    client
+        .execute(
+            stmt,
+            &[
+                &now,
+                &uid,
+                &text(|r| r.machine_id_sha256.as_deref()),
+                &text(|r| r.server_guid_sha256.as_deref()),
+                &count(|r| r.usercnt_active),
+                &count(|r| r.usercnt_contact),
+                &count(|r| r.usercnt_equipment),
+                &count(|r| r.usercnt_na_user),
+                &count(|r| r.usercnt_nonactive),
+                &text(|r| r.userplugin.as_deref()),
+                &text(|r| r.osrelease.as_deref()),
+                &text(|r| r.utsname.as_deref()),
+                &text(|r| r.program_name.as_deref()),
+                &text(|r| r.program_version.as_deref()),
+                &flags,
+                &count(|r| r.usercnt_room),
+                &text(|r| r.attachment_storage.as_deref()),
+            ],
+        )
+        .await?;
+    Ok(())
 }

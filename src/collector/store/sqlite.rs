@@ -12,8 +12,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    drain_batch, finish_batch, proves, unix_now, Access, Deletion, Done, Job, Row, Stats,
+    StoreError, Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE,
+    SELECT_BY_VERSION, SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
 };
 
 const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
@@ -190,12 +191,12 @@ impl Sqlite {
         drop(checkpointer);
     }
 
-    fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<()> {
+    fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Done>> {
         let now = unix_now();
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(UPSERT)?;
-            for Job { report: r, .. } in jobs {
+            for r in jobs.iter().filter_map(Job::report) {
                 stmt.execute(params![
                     r.uid,
                     r.machine_id_sha256,
@@ -217,7 +218,15 @@ impl Sqlite {
                 ])?;
             }
         }
-        tx.commit()
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match &job.work {
+                Work::Store(_) => Done::Stored { time: now },
+                Work::Delete(d) => delete(&tx, d, now)?,
+            });
+        }
+        tx.commit()?;
+        Ok(outcomes)
     }
 
     pub fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -280,6 +289,22 @@ impl Sqlite {
             by_osrelease,
         })
     }
+}
+
+/// One deletion inside the writer's transaction.
+fn delete(tx: &Connection, d: &Deletion, now: i64) -> rusqlite::Result<Done> {
+    let stored: Option<Option<String>> = tx
+        .prepare_cached(SELECT_COMMITMENT)?
+        .query_row([&d.uid], |r| r.get(0))
+        .optional()?;
+    Ok(match stored {
+        None => Done::Deleted { time: now },
+        Some(stored) if proves(stored.as_deref(), &d.commitment) => {
+            tx.prepare_cached(DELETE_ROW)?.execute([&d.uid])?;
+            Done::Deleted { time: now }
+        }
+        Some(_) => Done::NotProven,
+    })
 }
 
 /// Take the exclusive serving lock on the database file, or say who to
