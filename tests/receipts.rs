@@ -70,6 +70,8 @@ enum Receipt {
     Missing,
     /// 200 with a body far larger than any receipt.
     Huge,
+    /// An unsigned receipt whose key id smuggles sd_notify variables.
+    Injecting,
 }
 
 fn collector(pair: &Arc<Ed25519KeyPair>, receipt: Receipt) -> StandIn {
@@ -88,6 +90,11 @@ fn collector(pair: &Arc<Ed25519KeyPair>, receipt: Receipt) -> StandIn {
             Receipt::OtherKey => signed(&other, kind, &uid, &sha),
             Receipt::Missing => return (200, Vec::new()),
             Receipt::Huge => return (200, vec![b'x'; 1 << 20]),
+            Receipt::Injecting => {
+                let mut lying = signed(&pair, kind, &uid, &sha);
+                lying["receipt"]["key_id"] = json!("x\nMAINPID=1\nSTATUS=receipt OK\nREADY=1");
+                lying
+            }
         };
         (200, serde_json::to_vec(&body).unwrap())
     });
@@ -252,6 +259,47 @@ fn without_a_key_receipts_are_recorded_unchecked_and_verify_says_so() {
     let out = verify(&install);
     assert_eq!(out.status.code(), Some(65));
     assert!(stderr(&out).contains("report 1"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_receipt_smuggling_notify_variables_stays_on_the_status_line() {
+    let pair = key_pair();
+    let server = collector(&pair, Receipt::Injecting);
+    let install = Install::new();
+    install.write_config(
+        &server.url,
+        &format!(
+            "{}surveyclient_start_delay = 0\nsurveyclient_interval = 3600\n",
+            key_setting(&pair)
+        ),
+    );
+    let mut daemon = Daemon::start(&install);
+    daemon.ready();
+    let status = daemon.expect("STATUS after the unproven report", |d| {
+        status_of(d).contains("failed")
+    });
+    assert!(status_of(&status).contains("\\nMAINPID=1"), "{status}");
+    let seen = daemon.seen.clone();
+    let (code, log) = daemon.stop();
+    assert_eq!(code, 0);
+    for datagram in &seen {
+        assert!(
+            !datagram
+                .lines()
+                .any(|l| l == "MAINPID=1" || l == "STATUS=receipt OK"),
+            "a peer's bytes became a notify variable: {datagram:?}"
+        );
+    }
+    assert!(
+        !log.contains("\nMAINPID=1"),
+        "the journal line is one line: {log}"
+    );
+    let result = &audit_results(&install)[0];
+    assert!(!result["receipt_problem"].as_str().unwrap().contains('\n'));
+
+    let out = verify(&install);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(!stderr(&out).contains("\nMAINPID=1"), "{}", stderr(&out));
 }
 
 #[test]

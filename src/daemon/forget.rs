@@ -208,9 +208,7 @@ pub async fn request_deletion(
             ));
         }
     }
-    let problem = receipt
-        .as_ref()
-        .and_then(|checked| checked.problem.as_ref().map(ToString::to_string));
+    let problem = receipt.as_ref().and_then(Checked::problem_text);
     let record = receipt
         .as_ref()
         .map(|checked| report::receipt_record(checked, &problem));

@@ -66,11 +66,29 @@ pub struct Checked {
 impl Checked {
     /// `receipt valid`, `receipt invalid: why`, for logs and the CLI.
     pub fn describe(&self) -> String {
-        match &self.problem {
-            Some(problem) => format!("receipt {}: {problem}", self.state.word()),
+        match self.problem_text() {
+            Some(why) => format!("receipt {}: {why}", self.state.word()),
             None => format!("receipt {}", self.state.word()),
         }
     }
+
+    /// Why the receipt failed, made safe to show: see [`problem_text`].
+    pub fn problem_text(&self) -> Option<String> {
+        self.problem.as_ref().map(problem_text)
+    }
+}
+
+/// A problem as one bounded, printable line. Its text can quote the
+/// peer's bytes (a key id, a parser's complaint about a value), and it
+/// goes into the journal, the terminal and systemd's `STATUS=`, where a
+/// newline would start a notify variable of the peer's choosing.
+pub fn problem_text(problem: &Problem) -> String {
+    shown(&problem.to_string())
+}
+
+/// `text` (from a peer or from the audit log) as one bounded line.
+pub fn shown(text: &str) -> String {
+    crate::daemon::transport::reason_line(text.as_bytes()).unwrap_or_default()
 }
 
 /// Checks the collector's answer `body` (a 2xx's, bounded by the
@@ -226,6 +244,17 @@ mod tests {
             verify(&foreign, &keys, Kind::Deleted, &sha, Some("u")),
             Err(Problem::OtherKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_problem_quoting_the_peer_is_shown_on_one_bounded_line() {
+        let problem = Problem::OtherKey {
+            key_id: format!("x\nMAINPID=1\nSTATUS=forged{}", "y".repeat(2000)),
+        };
+        let text = problem_text(&problem);
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("\\nMAINPID=1"), "{text}");
+        assert!(text.len() < 600, "{}", text.len());
     }
 
     #[test]

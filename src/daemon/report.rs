@@ -22,7 +22,7 @@ use crate::daemon::settings::Settings;
 use crate::daemon::state;
 use crate::daemon::transport::{self, Outgoing, Response, SendError};
 use crate::logging::REPORT_SENT_MESSAGE_ID;
-use crate::wire::receipt::{Kind, Problem};
+use crate::wire::receipt::Kind;
 use crate::wire::sha256_hex;
 
 /// The privacy options the settings ask for.
@@ -104,7 +104,8 @@ pub enum Outcome {
     /// report counts as failed and is retried.
     Unproven {
         response: Response,
-        problem: Problem,
+        /// Why, as one printable line.
+        problem: String,
     },
     Failed(SendError),
     /// The service was asked to stop while the request was in flight.
@@ -160,11 +161,8 @@ pub fn check_receipt(
         body_sha256,
         uid,
     );
-    match (&checked.problem, checked.fails) {
-        (Some(problem), true) => {
-            let problem = problem.clone();
-            (Outcome::Unproven { response, problem }, Some(checked))
-        }
+    match (checked.problem_text(), checked.fails) {
+        (Some(problem), true) => (Outcome::Unproven { response, problem }, Some(checked)),
         _ => (Outcome::Answered(response), Some(checked)),
     }
 }
@@ -243,9 +241,7 @@ pub async fn send(
         receipts::uid_of_report(payload.as_bytes()).as_deref(),
     );
     let (status, error) = result_fields(&outcome);
-    let problem = receipt
-        .as_ref()
-        .and_then(|checked| checked.problem.as_ref().map(ToString::to_string));
+    let problem = receipt.as_ref().and_then(Checked::problem_text);
     let record = receipt
         .as_ref()
         .map(|checked| receipt_record(checked, &problem));

@@ -112,10 +112,12 @@ pub fn verify_receipts(
         let state = State::from_word(state)
             .ok_or_else(|| fail(format!("unknown receipt_state {state:?}")))?;
         let receipt = match &result.receipt {
-            Some(raw) => Some(
-                serde_json::from_str::<Signed>(raw.get())
-                    .map_err(|err| fail(format!("the recorded receipt is malformed: {err}")))?,
-            ),
+            Some(raw) => Some(serde_json::from_str::<Signed>(raw.get()).map_err(|err| {
+                fail(format!(
+                    "the recorded receipt is malformed: {}",
+                    receipts::shown(&err.to_string())
+                ))
+            })?),
             None => None,
         };
         if keys.is_empty() {
@@ -132,7 +134,7 @@ pub fn verify_receipts(
                         result
                             .receipt_problem
                             .as_deref()
-                            .map(|why| format!(" ({why})"))
+                            .map(|why| format!(" ({})", receipts::shown(why)))
                             .unwrap_or_default()
                     )))
                 }
@@ -141,7 +143,7 @@ pub fn verify_receipts(
         };
         let (kind, body_sha256, uid) = what_was_sent(request).map_err(fail)?;
         receipts::verify(&receipt, keys, kind, &body_sha256, uid.as_deref())
-            .map_err(|problem| fail(problem.to_string()))?;
+            .map_err(|problem| fail(receipts::problem_text(&problem)))?;
         summary.receipts += 1;
     }
     Ok(summary)
