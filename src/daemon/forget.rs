@@ -211,7 +211,7 @@ pub async fn request_deletion(
     let problem = receipt.as_ref().and_then(Checked::problem_text);
     let record = receipt
         .as_ref()
-        .map(|checked| report::receipt_record(checked, &problem));
+        .map(|checked| report::receipt_record(checked, problem.as_deref()));
     if let Err(err) =
         audit.append_result_with_receipt(seq, status, error.as_deref(), duration, record)
     {

@@ -189,12 +189,13 @@ pub fn result_fields(outcome: &Outcome) -> (Option<u16>, Option<String>) {
     }
 }
 
-/// The audit record of a checked receipt.
-pub fn receipt_record<'a>(checked: &'a Checked, problem: &'a Option<String>) -> ReceiptRecord<'a> {
+/// The audit record of a checked receipt; `problem` is its
+/// [`Checked::problem_text`].
+pub fn receipt_record<'a>(checked: &'a Checked, problem: Option<&'a str>) -> ReceiptRecord<'a> {
     ReceiptRecord {
         receipt: checked.receipt.as_ref(),
         state: checked.state.word(),
-        problem: problem.as_deref(),
+        problem,
     }
 }
 
@@ -244,7 +245,7 @@ pub async fn send(
     let problem = receipt.as_ref().and_then(Checked::problem_text);
     let record = receipt
         .as_ref()
-        .map(|checked| receipt_record(checked, &problem));
+        .map(|checked| receipt_record(checked, problem.as_deref()));
     if let Err(err) =
         audit.append_result_with_receipt(seq, status, error.as_deref(), duration, record)
     {
