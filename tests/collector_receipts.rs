@@ -294,3 +294,174 @@ fn a_row_without_a_commitment_cannot_be_deleted() {
         assert!(!log.contains(&uid), "the uid is not logged: {log}");
     });
 }
+
+/// A surveyd report carrying `commitment` in its envelope, as surveyd
+/// sends it beside `version` and `stats`.
+fn committed_payload(commitment: Option<&str>, active: i64) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(&surveyd_payload(
+        "app-v1", APP_MID, APP_GUID, "10.0.1", active,
+    ))
+    .unwrap();
+    if let Some(c) = commitment {
+        body["commitment"] = c.into();
+    }
+    body.to_string()
+}
+
+/// A deletion secret and its commitment, as surveyd derives and sends them.
+fn secret_and_commitment(byte: u8) -> (String, String) {
+    let secret = [byte; 32];
+    (
+        hex::encode(secret),
+        surveyd::wire::deletion_commitment(&secret),
+    )
+}
+
+#[test]
+fn the_right_secret_deletes_the_row_with_a_tombstone_and_again_changes_nothing() {
+    for_each_backend("delete_proven", |backend| {
+        let c = Collector::start(&backend);
+        let (secret, commitment) = secret_and_commitment(7);
+        let report = committed_payload(Some(&commitment), 5);
+        c.assert_receipt(&c.post(&report), Kind::Stored, report.as_bytes());
+        let rows = c.rows();
+        assert_eq!(rows[0]["deletion_commitment"], commitment.as_str());
+        let uid = installation_uid(APP_MID, APP_GUID);
+
+        let body = deletion_body(&uid, &secret);
+        let tombstone = c.assert_receipt(&delete(&c, &body), Kind::Deleted, body.as_bytes());
+        assert_eq!(tombstone.receipt.uid, uid, "{}", backend.name());
+        assert!(c.rows().is_empty(), "{}: the row is gone", backend.name());
+
+        let again = c.assert_receipt(&delete(&c, &body), Kind::Deleted, body.as_bytes());
+        assert_eq!(again.receipt.uid, uid);
+        assert!(c.rows().is_empty(), "deleting twice records nothing");
+
+        let (_, log) = c.stop();
+        let log = String::from_utf8_lossy(&log);
+        for (what, value) in [
+            ("uid", &uid),
+            ("secret", &secret),
+            ("commitment", &commitment),
+        ] {
+            assert!(
+                !log.contains(value.as_str()),
+                "the {what} is in the log: {log}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_wrong_secret_is_refused_with_403_and_the_row_stays() {
+    for_each_backend("delete_wrong_secret", |backend| {
+        let c = Collector::start(&backend);
+        let (_, commitment) = secret_and_commitment(7);
+        let (wrong, _) = secret_and_commitment(8);
+        let report = committed_payload(Some(&commitment), 5);
+        c.assert_receipt(&c.post(&report), Kind::Stored, report.as_bytes());
+        let before = c.rows();
+
+        let uid = installation_uid(APP_MID, APP_GUID);
+        let r = delete(&c, &deletion_body(&uid, &wrong));
+        assert_eq!(r.status, 403, "{}: {r:?}", backend.name());
+        assert!(r
+            .body
+            .contains("the secret does not match this installation"));
+        // The commitment itself is no secret: sending it instead of the
+        // secret proves nothing.
+        let r = delete(&c, &deletion_body(&uid, &commitment));
+        assert_eq!(r.status, 403, "{r:?}");
+        assert_eq!(c.rows(), before, "nothing changed");
+    });
+}
+
+#[test]
+fn the_first_commitment_stays_whatever_later_reports_carry() {
+    for_each_backend("first_commitment", |backend| {
+        let c = Collector::start(&backend);
+        let (secret, commitment) = secret_and_commitment(7);
+        let (other_secret, other) = secret_and_commitment(9);
+        for (n, body) in [
+            committed_payload(Some(&commitment), 1),
+            // An upstream-style report without one cannot erase it...
+            committed_payload(None, 2),
+            // ...and another machine's cannot take it over.
+            committed_payload(Some(&other), 3),
+        ]
+        .iter()
+        .enumerate()
+        {
+            c.assert_receipt(&c.post(body), Kind::Stored, body.as_bytes());
+            let rows = c.rows();
+            assert_eq!(rows[0]["usercnt_active"], n as i64 + 1, "the report landed");
+            assert_eq!(
+                rows[0]["deletion_commitment"],
+                commitment.as_str(),
+                "{}: after report {n}",
+                backend.name()
+            );
+        }
+        let uid = installation_uid(APP_MID, APP_GUID);
+        let r = delete(&c, &deletion_body(&uid, &other_secret));
+        assert_eq!(r.status, 403, "{r:?}");
+        let body = deletion_body(&uid, &secret);
+        c.assert_receipt(&delete(&c, &body), Kind::Deleted, body.as_bytes());
+        assert!(c.rows().is_empty());
+    });
+}
+
+#[test]
+fn a_malformed_commitment_refuses_the_report() {
+    let backend = Backend::sqlite();
+    let c = Collector::start(&backend);
+    let (_, commitment) = secret_and_commitment(7);
+    for bad in [
+        serde_json::json!(commitment.to_uppercase()),
+        serde_json::json!(&commitment[1..]),
+        serde_json::json!(format!("{}g", &commitment[1..])),
+        serde_json::json!(5),
+        serde_json::json!(null),
+    ] {
+        let mut body: serde_json::Value =
+            serde_json::from_str(&committed_payload(None, 1)).unwrap();
+        body["commitment"] = bad.clone();
+        let r = c.post(&body.to_string());
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(
+            r.body.contains("\"commitment\" must be 64 lowercase hex"),
+            "{r:?}"
+        );
+    }
+    assert!(c.rows().is_empty());
+}
+
+#[test]
+fn deletion_requests_meet_the_same_size_limit_and_rate_limit_as_reports() {
+    let backend = Backend::sqlite();
+    let c = Collector::start_with(
+        &backend,
+        Options {
+            extra: "max_body_bytes = 2048\n[rate_limit]\nper_second = 0.001\nburst = 2\n",
+            ..Options::default()
+        },
+    );
+    let huge = format!(
+        "{{\"uid\":\"{}\",\"secret\":\"{}\",\"pad\":\"{}\"}}",
+        "0".repeat(64),
+        "1".repeat(64),
+        "x".repeat(4096)
+    );
+    let r = delete(&c, &huge);
+    assert_eq!(r.status, 413, "{r:?}");
+    let body = deletion_body(&"0".repeat(64), &"1".repeat(64));
+    c.assert_receipt(&delete(&c, &body), Kind::Deleted, body.as_bytes());
+    let r = delete(&c, &body);
+    assert_eq!(r.status, 429, "the bucket is shared with reports: {r:?}");
+    assert!(
+        r.headers.to_ascii_lowercase().contains("retry-after:"),
+        "{r:?}"
+    );
+    let report = upstream_payload(RAW_MID, RAW_GUID, 1);
+    assert_eq!(c.post(&report).status, 429, "and reports wait too");
+}

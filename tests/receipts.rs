@@ -561,3 +561,73 @@ fn forget_against_a_silent_collector_ends_at_the_deadline_audited_and_exits_69()
     );
     assert_eq!(server.requests().len(), 1);
 }
+
+/// Both real binaries: the receipt of a report sent by `surveyd send`
+/// verifies under the key `surveyd-collector key` prints; a deletion with
+/// a wrong secret changes nothing; `surveyd forget` removes the row and
+/// its tombstone verifies; asking again is harmless.
+#[test]
+fn with_the_real_collector_receipts_verify_and_forget_removes_the_row() {
+    for_each_backend("e2e_receipts", |backend| {
+        let name = backend.name();
+        let collector = Collector::start(&backend);
+        let key = collector.public_key().to_string();
+        let install = Install::new();
+        install.write_config(
+            &format!("http://{}/api/stats/v1/submit", collector.addr),
+            &format!("surveyclient_collector_key = {key}\n"),
+        );
+
+        let out = install.run(&["send"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert_eq!(
+            audit_results(&install)[0]["receipt_state"],
+            "valid",
+            "{name}"
+        );
+        assert_eq!(collector.rows().len(), 1, "{name}");
+
+        let sent: Value =
+            serde_json::from_value(audit_events(&install)[0]["body"].clone()).unwrap();
+        let stat = |n: &str| sent["stats"][n]["value"].as_str().unwrap().to_string();
+        let uid = installation_uid(&stat("machine_id_hash"), &stat("server_guid_hash"));
+        let wrong = collector.request(
+            "POST",
+            DELETE,
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Kopano-Stats-Request", "1"),
+            ],
+            format!(r#"{{"uid":"{uid}","secret":"{}"}}"#, "00".repeat(32)).as_bytes(),
+        );
+        assert_eq!(wrong.status, 403, "{name}: {wrong:?}");
+        assert_eq!(
+            collector.rows().len(),
+            1,
+            "{name}: a wrong secret deletes nothing"
+        );
+
+        let out = install.run(&["forget"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("tombstone valid"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        assert!(collector.rows().is_empty(), "{name}: the row is gone");
+
+        let out = install.run(&["forget"]);
+        assert!(
+            out.status.success(),
+            "{name}: deleting twice is harmless: {}",
+            stderr(&out)
+        );
+        let out = verify(&install);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("receipts OK: 3 verify"),
+            "{name}: {}",
+            stdout(&out)
+        );
+    });
+}

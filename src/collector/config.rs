@@ -222,6 +222,12 @@ impl Config {
                 self.path
             ));
         }
+        if self.path == crate::wire::DELETE_PATH {
+            return Err(format!(
+                "path: {:?} is where deletion requests go; choose another path for reports",
+                self.path
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err("max_body_bytes: must be between 1024 and 16777216".into());
         }
@@ -379,6 +385,7 @@ mod tests {
                 "tls.cert",
             ),
             ("path = \"api\"", "path"),
+            ("path = \"/api/stats/v1/delete\"", "path"),
             ("max_connections = 1", "max_connections"),
             (
                 "max_connections_per_source = 0",

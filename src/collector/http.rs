@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, STANDARD_PATH};
-use super::ingest::{parse_report, Rejection};
+use super::ingest::{is_lower_hex64, parse_report, Rejection};
 use super::limits::{BodyBudget, ConnectionCaps, Connections, Shed, Slot};
 use super::ratelimit::RateLimiter;
 use super::receipt_key::ReceiptKey;
@@ -481,13 +481,13 @@ fn parse_deletion(body: &[u8]) -> Result<Deletion, Rejection> {
     let shape =
         || Rejection("a deletion request is {\"uid\":HEX64,\"secret\":HEX64}, nothing else".into());
     let request: Request = serde_json::from_slice(body).map_err(|_| shape())?;
-    let lower_hex =
-        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !lower_hex(&request.uid) {
+    if !is_lower_hex64(&request.uid) {
         return Err(Rejection("uid: must be 64 lowercase hex digits".into()));
     }
     let mut secret = [0u8; 32];
-    if !lower_hex(&request.secret) || hex::decode_to_slice(&request.secret, &mut secret).is_err() {
+    if !is_lower_hex64(&request.secret)
+        || hex::decode_to_slice(&request.secret, &mut secret).is_err()
+    {
         return Err(Rejection("secret: must be 64 lowercase hex digits".into()));
     }
     Ok(Deletion {

@@ -217,6 +217,12 @@ mod tests {
         let e = load(&good).err().unwrap().to_string();
         assert!(e.contains("0640") && e.contains("chmod 600"), "{e}");
 
+        let huge = dir.path().join("huge.pk8");
+        std::fs::write(&huge, vec![0u8; 1 << 20]).unwrap();
+        std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load(&huge).err().unwrap().to_string();
+        assert!(e.contains("larger than the limit"), "{e}");
+
         let link = dir.path().join("link.pk8");
         std::os::unix::fs::symlink(&good, &link).unwrap();
         assert!(matches!(load(&link), Err(KeyError::Invalid(_))));
