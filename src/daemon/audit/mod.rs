@@ -79,6 +79,7 @@ mod dir;
 mod ends;
 #[cfg(test)]
 mod hostile_tests;
+mod lines;
 mod lock;
 mod reader;
 mod receipts;

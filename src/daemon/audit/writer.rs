@@ -12,15 +12,14 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
 use super::dir::{still_at, Access, Create};
 use super::ends::{ChainEnds, EndsFile};
+pub use super::lines::ReceiptRecord;
+use super::lines::{ForgetLine, NewChainLine, RecoveredLine, ResultLine, SendLine};
 use super::lock::{self, WriterLock};
-use crate::wire::receipt::Signed;
-
 use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
 
@@ -139,80 +138,6 @@ pub struct AuditLog {
     /// A failed append could not be undone; undo it before the next one.
     repair_pending: bool,
     lock: WriterLock,
-}
-
-#[derive(Serialize)]
-pub(super) struct SendLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    url: &'a str,
-    body: &'a RawValue,
-    body_sha256: &'a str,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct ResultLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    of: u64,
-    status: Option<u16>,
-    error: Option<&'a str>,
-    duration_ms: u64,
-    /// Only on results that got an answer to check a receipt in; older
-    /// result lines have none of the three.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    receipt: Option<Option<&'a Signed>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    receipt_state: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    receipt_problem: Option<&'a str>,
-    prev: &'a str,
-}
-
-/// What a `result` line records about the answer's receipt.
-#[derive(Debug, Clone, Copy)]
-pub struct ReceiptRecord<'a> {
-    /// The receipt as the collector sent it, when it parsed.
-    pub receipt: Option<&'a Signed>,
-    /// `none`, `unchecked`, `valid`, `missing` or `invalid`.
-    pub state: &'a str,
-    /// Why it is `missing` or `invalid`.
-    pub problem: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-pub(super) struct ForgetLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    url: &'a str,
-    uid: &'a str,
-    body_sha256: &'a str,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct RecoveredLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    torn_bytes: u64,
-    saved_to: &'a str,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct NewChainLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    set_aside: &'a [String],
-    old_last_seq: Option<u64>,
-    old_last_hash: Option<&'a str>,
-    prev: &'a str,
 }
 
 impl AuditLog {
