@@ -541,6 +541,24 @@ pub fn deletion_commitment(secret: &[u8]) -> String {
     sha256_hex(secret)
 }
 
+/// The deletion path beside a submit path: `/submit` at its end becomes
+/// `/delete`; any other path gets `/delete` appended.
+pub fn delete_path(submit_path: &str) -> String {
+    match submit_path.strip_suffix("/submit") {
+        Some(base) => format!("{base}/delete"),
+        None => format!("{}/delete", submit_path.trim_end_matches('/')),
+    }
+}
+
+/// Where a deletion request goes for reports submitted to `submit_url`:
+/// the same origin, with [`delete_path`] applied to the path.
+pub fn delete_url(submit_url: &url::Url) -> url::Url {
+    let mut url = submit_url.clone();
+    let path = delete_path(submit_url.path());
+    url.set_path(&path);
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +637,19 @@ mod tests {
         let users = field("usercnt_active").unwrap();
         assert!(users.check_count(MAX_COUNT).is_ok());
         assert!(users.check_count(MAX_COUNT + 1).is_err());
+    }
+
+    #[test]
+    fn the_delete_url_sits_beside_the_submit_url() {
+        let submit = url::Url::parse("https://stats.example.org/api/stats/v1/submit?k=1").unwrap();
+        assert_eq!(
+            delete_url(&submit).as_str(),
+            "https://stats.example.org/api/stats/v1/delete?k=1"
+        );
+        assert_eq!(delete_path(SUBMIT_PATH), DELETE_PATH);
+        assert_eq!(delete_path("/survey/"), "/survey/delete");
+        assert_eq!(delete_path("/"), "/delete");
+        assert_eq!(delete_path("/submitted"), "/submitted/delete");
     }
 
     #[test]

@@ -214,7 +214,12 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
         }
     }
 
-    let document = json!({"version": wire::PAYLOAD_VERSION, "stats": Value::Object(stats)});
+    let mut document = json!({"version": wire::PAYLOAD_VERSION, "stats": Value::Object(stats)});
+    // Beside the facts, not one of them: what lets this installation, and
+    // only it, later have its row deleted (the secret stays here).
+    if let Some(id) = &facts.machine_id {
+        document["commitment"] = Value::String(wire::deletion_commitment(&id.deletion_secret()));
+    }
     Payload {
         bytes: serde_json::to_vec(&document).expect("JSON values always serialise"),
     }
@@ -270,7 +275,11 @@ mod tests {
     fn payload_is_version_2_canonical_and_without_raw_ids() {
         let payload = build(&facts(), &options());
         let text = std::str::from_utf8(payload.as_bytes()).unwrap();
-        assert!(text.starts_with(r#"{"stats":{"id_scheme":{"desc":"How the IDs were hashed","type":"string","value":"app-v1"},"machine_id_hash":"#));
+        let commitment =
+            crate::wire::deletion_commitment(&facts().machine_id.unwrap().deletion_secret());
+        assert!(text.starts_with(&format!(
+            r#"{{"commitment":"{commitment}","stats":{{"id_scheme":{{"desc":"How the IDs were hashed","type":"string","value":"app-v1"}},"machine_id_hash":"#
+        )));
         assert!(text.ends_with(r#""version":2}"#));
         assert!(!text.contains("3d1219c7c4c5404aaa1f6d2a48adfda4"));
         assert!(!text
@@ -419,5 +428,32 @@ mod tests {
         fn no_text_fact_makes_the_collector_refuse_the_report(text in "(?s).{0,400}") {
             round_trip(&text, 7, &options());
         }
+    }
+
+    #[test]
+    fn the_deletion_commitment_rides_beside_the_stats_only_with_a_machine_id() {
+        let with_id = build(&facts(), &options());
+        let document: Value = serde_json::from_slice(with_id.as_bytes()).unwrap();
+        let secret = facts().machine_id.unwrap().deletion_secret();
+        assert_eq!(
+            document["commitment"],
+            crate::wire::deletion_commitment(&secret)
+        );
+        assert!(with_id.stats().get("commitment").is_none());
+        let text = String::from_utf8_lossy(with_id.as_bytes()).into_owned();
+        assert!(
+            !text.contains(&hex::encode(secret)),
+            "the secret never leaves"
+        );
+
+        let without_id = build(
+            &Facts {
+                machine_id: None,
+                ..facts()
+            },
+            &options(),
+        );
+        let document: Value = serde_json::from_slice(without_id.as_bytes()).unwrap();
+        assert!(document.get("commitment").is_none());
     }
 }

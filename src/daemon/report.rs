@@ -12,13 +12,18 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
-use crate::daemon::audit::{AuditError, AuditLog, AuditOptions, EndsFile, LogDir, RootWrite};
+use crate::daemon::audit::{
+    AuditError, AuditLog, AuditOptions, EndsFile, LogDir, ReceiptRecord, RootWrite,
+};
 use crate::daemon::facts;
 use crate::daemon::payload::{self, Payload, PayloadOptions};
+use crate::daemon::receipts::{self, Checked};
 use crate::daemon::settings::Settings;
 use crate::daemon::state;
 use crate::daemon::transport::{self, Outgoing, Response, SendError};
 use crate::logging::REPORT_SENT_MESSAGE_ID;
+use crate::wire::receipt::Kind;
+use crate::wire::sha256_hex;
 
 /// The privacy options the settings ask for.
 pub fn payload_options(settings: &Settings) -> PayloadOptions {
@@ -94,6 +99,14 @@ pub fn open_audit_in(
 #[derive(Debug)]
 pub enum Outcome {
     Answered(Response),
+    /// The collector answered 2xx, but `surveyclient_collector_key` is set
+    /// and its receipt does not prove that it stored what was sent: the
+    /// report counts as failed and is retried.
+    Unproven {
+        response: Response,
+        /// Why, as one printable line.
+        problem: String,
+    },
     Failed(SendError),
     /// The service was asked to stop while the request was in flight.
     Cancelled,
@@ -108,6 +121,9 @@ impl Outcome {
     pub fn describe(&self) -> String {
         match self {
             Outcome::Answered(response) => response.describe(),
+            Outcome::Unproven { response, problem } => {
+                format!("{}, but {problem}", response.describe())
+            }
             Outcome::Failed(err) => err.to_string(),
             Outcome::Cancelled => "cancelled: shutting down".to_string(),
         }
@@ -120,6 +136,67 @@ pub struct Attempt {
     pub seq: u64,
     pub outcome: Outcome,
     pub duration: Duration,
+    /// What the answer's receipt proved, when a 2xx answer came.
+    pub receipt: Option<Checked>,
+}
+
+/// Checks a 2xx answer's receipt under the configured keys; with a key, a
+/// receipt that does not prove the request turns the answer into
+/// [`Outcome::Unproven`].
+pub fn check_receipt(
+    settings: &Settings,
+    outcome: Outcome,
+    kind: Kind,
+    body_sha256: &str,
+    uid: Option<&str>,
+) -> (Outcome, Option<Checked>) {
+    let response = match outcome {
+        Outcome::Answered(response) if response.is_success() => response,
+        other => return (other, None),
+    };
+    let checked = receipts::check(
+        &response.body,
+        &settings.collector_keys,
+        kind,
+        body_sha256,
+        uid,
+    );
+    match (checked.problem_text(), checked.fails) {
+        (Some(problem), true) => (Outcome::Unproven { response, problem }, Some(checked)),
+        _ => (Outcome::Answered(response), Some(checked)),
+    }
+}
+
+/// How a result line records `outcome`: its HTTP status, if an answer
+/// came, and the error, if it failed.
+pub fn result_fields(outcome: &Outcome) -> (Option<u16>, Option<String>) {
+    match outcome {
+        Outcome::Answered(response) if response.is_success() => (Some(response.status), None),
+        // The collector's own reason, when it gave one, is what tells the
+        // admin why this report will never be accepted as it is.
+        Outcome::Answered(response) => (
+            Some(response.status),
+            Some(format!("collector answered {}", response.describe())),
+        ),
+        Outcome::Unproven { response, problem } => (
+            Some(response.status),
+            Some(format!(
+                "collector answered {}, but {problem}; not counted as delivered",
+                response.describe()
+            )),
+        ),
+        other => (None, Some(other.describe())),
+    }
+}
+
+/// The audit record of a checked receipt; `problem` is its
+/// [`Checked::problem_text`].
+pub fn receipt_record<'a>(checked: &'a Checked, problem: Option<&'a str>) -> ReceiptRecord<'a> {
+    ReceiptRecord {
+        receipt: checked.receipt.as_ref(),
+        state: checked.state.word(),
+        problem,
+    }
 }
 
 /// Audits and sends one payload. An error means the send entry could not
@@ -157,17 +234,21 @@ pub async fn send(
         () = cancel => Outcome::Cancelled,
     };
     let duration = started.elapsed();
-    let (status, error) = match &outcome {
-        Outcome::Answered(response) if response.is_success() => (Some(response.status), None),
-        // The collector's own reason, when it gave one, is what tells the
-        // admin why this report will never be accepted as it is.
-        Outcome::Answered(response) => (
-            Some(response.status),
-            Some(format!("collector answered {}", response.describe())),
-        ),
-        other => (None, Some(other.describe())),
-    };
-    if let Err(err) = audit.append_result(seq, status, error.as_deref(), duration) {
+    let (outcome, receipt) = check_receipt(
+        settings,
+        outcome,
+        Kind::Stored,
+        &sha256_hex(payload.as_bytes()),
+        receipts::uid_of_report(payload.as_bytes()).as_deref(),
+    );
+    let (status, error) = result_fields(&outcome);
+    let problem = receipt.as_ref().and_then(Checked::problem_text);
+    let record = receipt
+        .as_ref()
+        .map(|checked| receipt_record(checked, problem.as_deref()));
+    if let Err(err) =
+        audit.append_result_with_receipt(seq, status, error.as_deref(), duration, record)
+    {
         // The request already went out and its send entry is on disk; a
         // missing result line is visible in `surveyd audit` as "no result".
         error!(
@@ -181,9 +262,12 @@ pub async fn send(
     if outcome.is_success() {
         info!(
             message_id = REPORT_SENT_MESSAGE_ID,
-            "report {seq} sent to {url}: {} in {millis} ms ({} bytes)",
+            "report {seq} sent to {url}: {} in {millis} ms ({} bytes), {}",
             outcome.describe(),
-            payload.as_bytes().len()
+            payload.as_bytes().len(),
+            receipt
+                .as_ref()
+                .map_or_else(|| "no receipt".to_string(), Checked::describe)
         );
         if let Err(err) = state::record_success(&settings.state_dir, SystemTime::now()) {
             warn!(
@@ -201,5 +285,6 @@ pub async fn send(
         seq,
         outcome,
         duration,
+        receipt,
     })
 }

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use super::SUBMIT;
 
+/// Computes an answer from the request that arrived: status and a JSON
+/// body (a receipt signed over what was received, say).
+pub type Answer = Arc<dyn Fn(&Received) -> (u16, Vec<u8>) + Send + Sync>;
+
 /// What the stand-in collector answers.
 #[derive(Clone)]
 pub enum Reply {
@@ -18,6 +22,8 @@ pub enum Reply {
     StatusWith(u16, String),
     /// Read the request, then never answer.
     Hang,
+    /// Status and `application/json` body computed from the request.
+    Json(Answer),
 }
 
 /// One request as it arrived on the wire.
@@ -83,11 +89,22 @@ impl StandIn {
     }
 }
 
-fn reply_bytes(reply: &Reply) -> Option<Vec<u8>> {
+fn reply_bytes(reply: &Reply, request: &Received) -> Option<Vec<u8>> {
     let (status, extra) = match reply {
         Reply::Status(s) => (*s, String::new()),
         Reply::StatusWith(s, extra) => (*s, format!("{extra}\r\n")),
         Reply::Hang => return None,
+        Reply::Json(answer) => {
+            let (status, body) = answer(request);
+            let mut bytes = format!(
+                "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            bytes.extend_from_slice(&body);
+            return Some(bytes);
+        }
     };
     Some(
         format!(
@@ -129,7 +146,8 @@ fn serve_one(
     let Some(raw) = read_request(stream) else {
         return;
     };
-    received.lock().unwrap().push(Received { raw });
+    let request = Received { raw };
+    received.lock().unwrap().push(request.clone());
     let reply = {
         let mut replies = replies.lock().unwrap();
         if replies.len() > 1 {
@@ -138,7 +156,7 @@ fn serve_one(
             replies[0].clone()
         }
     };
-    match reply_bytes(&reply) {
+    match reply_bytes(&reply, &request) {
         Some(bytes) => {
             let _ = stream.write_all(&bytes);
             let _ = stream.flush();

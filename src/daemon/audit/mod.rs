@@ -20,6 +20,16 @@
 //!   JSON: sorted keys, no whitespace); `body_sha256` is over those bytes.
 //! - `result`, the outcome of the send `of`:
 //!   `{"seq":N,"time":T,"event":"result","of":SEQ,"status":HTTP_STATUS|null,"error":TEXT|null,"duration_ms":N,"prev":HEX}`.
+//!   A result of a request that got an answer also records what the
+//!   answer's signed receipt proved (see `crate::daemon::receipts`):
+//!   `...,"duration_ms":N,"receipt":RECEIPT|null,"receipt_state":STATE,"receipt_problem":TEXT,"prev":HEX`,
+//!   STATE one of `none` (no receipt, none required), `unchecked` (no key
+//!   configured), `valid`, `missing` or `invalid`; `receipt_problem` only
+//!   with the last two. Older result lines have none of these keys.
+//! - `forget`, written and fsynced before a deletion request goes out (the
+//!   request's body is not logged: it reveals the deletion secret):
+//!   `{"seq":N,"time":T,"event":"forget","url":DELETE_URL,"uid":HEX,"body_sha256":HEX,"prev":HEX}`,
+//!   followed by a `result` `of` it carrying the `deleted` receipt.
 //! - `recovered`, written when opening found a torn end (a crash or a full
 //!   disk cut a write short) and set it aside:
 //!   `{"seq":N,"time":T,"event":"recovered","torn_bytes":N,"saved_to":PATH,"prev":HEX}`.
@@ -69,8 +79,10 @@ mod dir;
 mod ends;
 #[cfg(test)]
 mod hostile_tests;
+mod lines;
 mod lock;
 mod reader;
+mod receipts;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -80,8 +92,9 @@ mod writer;
 pub use dir::LogDir;
 pub use ends::EndsFile;
 pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
+pub use receipts::{verify_receipts, ReceiptFailure, ReceiptSummary};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
-pub use writer::{AuditLog, AuditOptions, NewChain, Recovery, RootWrite};
+pub use writer::{AuditLog, AuditOptions, NewChain, ReceiptRecord, Recovery, RootWrite};
 
 use std::ffi::{OsStr, OsString};
 use std::io;

@@ -37,6 +37,17 @@ pub struct Entry {
     pub torn_bytes: Option<u64>,
     #[serde(default)]
     pub saved_to: Option<String>,
+    /// The installation a `forget` asked to delete.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// A result's receipt as the collector sent it (`null` and absent
+    /// both read as `None`; `receipt_state` tells them apart).
+    #[serde(default)]
+    pub receipt: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub receipt_state: Option<String>,
+    #[serde(default)]
+    pub receipt_problem: Option<String>,
     pub prev: String,
     /// The line as stored, without its `\n`.
     #[serde(skip)]
@@ -131,10 +142,12 @@ pub fn find_send(path: &Path, seq: u64) -> Result<Option<Entry>, AuditError> {
         .find(|entry| entry.seq == seq && entry.event == "send"))
 }
 
-/// One send and its outcome, for `surveyd audit`.
+/// One send (or deletion request) and its outcome, for `surveyd audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListRow {
     pub seq: u64,
+    /// `send`, or `forget` for a deletion request.
+    pub event: String,
     pub time: String,
     pub url: String,
     /// `HTTP 204`, `error: ...`, or `no result`.
@@ -145,6 +158,9 @@ pub struct ListRow {
     /// Bytes sent.
     pub body_size: usize,
     pub body_sha256: String,
+    /// The result's `receipt_state`; `None` without a result or for a
+    /// result written before receipts were recorded.
+    pub receipt: Option<String>,
 }
 
 /// Pairs each send with its result, in log order.
@@ -156,7 +172,7 @@ pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
         .collect();
     entries
         .iter()
-        .filter(|entry| entry.event == "send")
+        .filter(|entry| entry.event == "send" || entry.event == "forget")
         .map(|send| {
             let result = results.get(&send.seq);
             let status = result.and_then(|r| r.status);
@@ -170,6 +186,7 @@ pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
             };
             ListRow {
                 seq: send.seq,
+                event: send.event.clone(),
                 time: send.time.clone(),
                 url: send.url.clone().unwrap_or_default(),
                 outcome,
@@ -178,6 +195,7 @@ pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
                 duration_ms: result.and_then(|r| r.duration_ms),
                 body_size: send.body.as_ref().map_or(0, |body| body.get().len()),
                 body_sha256: send.body_sha256.clone().unwrap_or_default(),
+                receipt: result.and_then(|r| r.receipt_state.clone()),
             }
         })
         .collect()

@@ -341,6 +341,14 @@ pub(super) fn check_event(entry: &Entry) -> Result<(), Problem> {
                 return Err(Problem::BodyMismatch);
             }
         }
+        "forget" => {
+            entry.url.as_ref().ok_or_else(|| missing("url"))?;
+            entry.uid.as_ref().ok_or_else(|| missing("uid"))?;
+            entry
+                .body_sha256
+                .as_ref()
+                .ok_or_else(|| missing("body_sha256"))?;
+        }
         "result" => {
             entry.of.ok_or_else(|| missing("of"))?;
             entry.duration_ms.ok_or_else(|| missing("duration_ms"))?;

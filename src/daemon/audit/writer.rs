@@ -12,12 +12,13 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
 use super::dir::{still_at, Access, Create};
 use super::ends::{ChainEnds, EndsFile};
+pub use super::lines::ReceiptRecord;
+use super::lines::{ForgetLine, NewChainLine, RecoveredLine, ResultLine, SendLine};
 use super::lock::{self, WriterLock};
 use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
@@ -137,50 +138,6 @@ pub struct AuditLog {
     /// A failed append could not be undone; undo it before the next one.
     repair_pending: bool,
     lock: WriterLock,
-}
-
-#[derive(Serialize)]
-pub(super) struct SendLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    url: &'a str,
-    body: &'a RawValue,
-    body_sha256: &'a str,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct ResultLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    of: u64,
-    status: Option<u16>,
-    error: Option<&'a str>,
-    duration_ms: u64,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct RecoveredLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    torn_bytes: u64,
-    saved_to: &'a str,
-    prev: &'a str,
-}
-
-#[derive(Serialize)]
-pub(super) struct NewChainLine<'a> {
-    seq: u64,
-    time: &'a str,
-    event: &'static str,
-    set_aside: &'a [String],
-    old_last_seq: Option<u64>,
-    old_last_hash: Option<&'a str>,
-    prev: &'a str,
 }
 
 impl AuditLog {
@@ -436,6 +393,18 @@ impl AuditLog {
         error: Option<&str>,
         duration: Duration,
     ) -> Result<u64, AuditError> {
+        self.append_result_with_receipt(of, status, error, duration, None)
+    }
+
+    /// [`AuditLog::append_result`], with what the answer's receipt proved.
+    pub fn append_result_with_receipt(
+        &mut self,
+        of: u64,
+        status: Option<u16>,
+        error: Option<&str>,
+        duration: Duration,
+        receipt: Option<ReceiptRecord<'_>>,
+    ) -> Result<u64, AuditError> {
         let seq = self.next_seq()?;
         let time = now_rfc3339();
         let line = serde_json::to_vec(&ResultLine {
@@ -446,6 +415,33 @@ impl AuditLog {
             status,
             error,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            receipt: receipt.map(|r| r.receipt),
+            receipt_state: receipt.map(|r| r.state),
+            receipt_problem: receipt.and_then(|r| r.problem),
+            prev: &self.last.hash,
+        });
+        self.write_line(seq, line)
+    }
+
+    /// Records that a deletion request for installation `uid`, whose body
+    /// hashes to `body_sha256`, is about to go to `url`; returns once the
+    /// line is on disk. The body itself is not logged: it reveals the
+    /// deletion secret. On error nothing must be sent.
+    pub fn append_forget(
+        &mut self,
+        url: &str,
+        uid: &str,
+        body_sha256: &str,
+    ) -> Result<u64, AuditError> {
+        let seq = self.next_seq()?;
+        let time = now_rfc3339();
+        let line = serde_json::to_vec(&ForgetLine {
+            seq,
+            time: &time,
+            event: "forget",
+            url,
+            uid,
+            body_sha256,
             prev: &self.last.hash,
         });
         self.write_line(seq, line)

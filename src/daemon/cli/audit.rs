@@ -80,14 +80,24 @@ pub(super) fn audit_command(
             Err(err) => Err(Failure::new(exit::IOERR, err)),
         },
         Some(AuditAction::Verify) => {
-            match audit::verify(path, Some(&state::chain_ends_path(&settings.state_dir))) {
-                Ok(report) => {
-                    println!("{report}");
+            let report = audit::verify(path, Some(&state::chain_ends_path(&settings.state_dir)))
+                .map_err(|failure| {
+                    Failure::new(
+                        exit::DATAERR,
+                        format!("audit log verification FAILED: {failure}"),
+                    )
+                })?;
+            println!("{report}");
+            let entries =
+                audit::read_entries(path).map_err(|err| Failure::new(exit::IOERR, err))?;
+            match audit::verify_receipts(&entries, &settings.collector_keys) {
+                Ok(summary) => {
+                    println!("{summary}");
                     Ok(())
                 }
                 Err(failure) => Err(Failure::new(
                     exit::DATAERR,
-                    format!("audit log verification FAILED: {failure}"),
+                    format!("receipt verification FAILED: {failure}"),
                 )),
             }
         }
@@ -101,19 +111,24 @@ const MAX_CELL: usize = 120;
 /// A table for people: one send per line, hashes shortened to 12 digits,
 /// very long fields shortened.
 pub fn format_table(rows: &[ListRow]) -> String {
-    let header = ["SEQ", "TIME", "URL", "OUTCOME", "SIZE", "SHA256"];
-    let mut cells: Vec<[String; 6]> = vec![header.map(str::to_owned)];
+    let header = ["SEQ", "TIME", "URL", "OUTCOME", "SIZE", "SHA256", "RECEIPT"];
+    let mut cells: Vec<[String; 7]> = vec![header.map(str::to_owned)];
     for row in rows {
+        let outcome = match row.event.as_str() {
+            "forget" => format!("deletion: {}", row.outcome),
+            _ => row.outcome.clone(),
+        };
         cells.push([
             row.seq.to_string(),
             shorten(&printable(&row.time)),
             shorten(&printable(&row.url)),
-            shorten(&printable(&row.outcome)),
+            shorten(&printable(&outcome)),
             row.body_size.to_string(),
             printable(&row.body_sha256.chars().take(12).collect::<String>()),
+            printable(row.receipt.as_deref().unwrap_or("-")),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -183,6 +198,7 @@ mod tests {
     fn row(seq: u64, outcome: &str, status: Option<u16>, sha: &str) -> ListRow {
         ListRow {
             seq,
+            event: "send".into(),
             time: "2026-01-01T00:00:00Z".into(),
             url: "https://stats.example.org/api/stats/v1/submit".into(),
             outcome: outcome.into(),
@@ -191,6 +207,7 @@ mod tests {
             duration_ms: Some(40),
             body_size: 10,
             body_sha256: sha.into(),
+            receipt: status.map(|_| "valid".into()),
         }
     }
 
@@ -211,6 +228,9 @@ mod tests {
         assert!(!table_lines[1].contains(&sha[..13]));
         assert!(table_lines[2].contains("error: timed out after 30s"));
         assert!(table_lines[3].contains("no result"));
+        assert!(table_lines[0].ends_with("RECEIPT"));
+        assert!(table_lines[1].ends_with("valid"));
+        assert!(table_lines[3].ends_with(" -"));
 
         let json = format_json_lines(&rows);
         let parsed: Vec<serde_json::Value> = json
@@ -222,5 +242,7 @@ mod tests {
         assert_eq!(parsed[0]["status"], 204);
         assert_eq!(parsed[2]["status"], serde_json::Value::Null);
         assert_eq!(parsed[1]["body_sha256"], sha);
+        assert_eq!(parsed[0]["receipt"], "valid");
+        assert_eq!(parsed[2]["receipt"], serde_json::Value::Null);
     }
 }

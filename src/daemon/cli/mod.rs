@@ -84,8 +84,10 @@ pub enum Command {
     Send,
     /// List, show and verify the audit log of sent payloads
     ///
-    /// Without a subcommand, lists every report: time, URL, outcome, size
-    /// and body hash.
+    /// Without a subcommand, lists every report and deletion request:
+    /// time, URL, outcome, size, body hash and the state of the
+    /// collector's signed receipt (valid, unchecked without
+    /// surveyclient_collector_key, none, missing or invalid).
     Audit {
         /// Print one JSON object per report instead of a table
         #[arg(long)]
@@ -93,6 +95,25 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<AuditAction>,
     },
+    /// Ask the collector to delete this installation's data, with proof
+    ///
+    /// For an installation being decommissioned (or that no longer wants
+    /// to be counted): sends a deletion request for every row its reports
+    /// went under, proven with a secret derived from the machine id that
+    /// only this machine can compute (each report carried a commitment to
+    /// it). Each request is written to the audit log (a `forget` line,
+    /// without the secret) before it goes out, and the collector's signed
+    /// tombstone receipt is recorded after it. Exits 0 only when every
+    /// request was answered 200 (with a tombstone that verifies under
+    /// surveyclient_collector_key, when set), 69 otherwise, 73 if the
+    /// audit log cannot be written (nothing is sent), 65 if the machine id
+    /// cannot be read. Works with surveyclient_interval = 0 too. Stop the
+    /// service first (or turn reporting off), or its next report stores
+    /// the row again.
+    ///
+    /// As root in a log directory the service's user owns, acts as that
+    /// user, like `send`.
+    Forget,
     /// Run the service (started by systemd)
     ///
     /// Sends a report at a random moment within surveyclient_start_delay,
@@ -130,7 +151,11 @@ pub enum AuditAction {
     ///
     /// Also compares the oldest and newest lines with the chain's ends
     /// recorded in the state dir, so lines cut off the start or the end
-    /// are found too. Reads only; never writes.
+    /// are found too. Then re-checks every recorded receipt under
+    /// surveyclient_collector_key against the logged body: a forged,
+    /// replayed or missing receipt fails, naming the report's seq. Without
+    /// a key it says that receipts were not checked. Reads only; never
+    /// writes.
     Verify,
     /// Set a damaged log aside and start a new chain, on purpose
     ///
@@ -156,6 +181,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }),
         Command::Send => with_settings(&cli.config, send),
+        Command::Forget => with_settings(&cli.config, forget),
         Command::Audit {
             action: Some(AuditAction::NewChain),
             ..
@@ -241,6 +267,49 @@ fn send(settings: Settings) -> Result<(), Failure> {
         )),
         Err(err) => Err(not_sent(err)),
     }
+}
+
+fn forget(settings: Settings) -> Result<(), Failure> {
+    let rt = Runtime::current_thread()?;
+    // Collected before any change of user, with the invoking user's access.
+    let facts = rt.block_on(facts::collect(&settings, Path::new("/")));
+    let requests = crate::daemon::forget::deletion_requests(&settings, &facts)
+        .map_err(|err| Failure::new(exit::DATAERR, format!("{err}; nothing was sent")))?;
+    let opened = report::audit_options(&settings, audit_log::LOCK_WAIT).and_then(|options| {
+        let dir = writable_log_dir(&settings)?;
+        report::open_audit_in(dir, &settings, options)
+    });
+    let not_sent = |err| Failure::new(exit::CANTCREAT, format!("{err}; nothing was sent"));
+    let mut log = opened.map_err(not_sent)?;
+    let deletions = rt
+        .block_on(crate::daemon::forget::forget(
+            &settings, &mut log, &requests,
+        ))
+        .map_err(not_sent)?;
+    let mut failed = Vec::new();
+    for deletion in &deletions {
+        let line = format!(
+            "deletion request {} for installation {}: {}",
+            deletion.seq,
+            deletion.uid,
+            deletion.describe()
+        );
+        if deletion.is_success() {
+            println!("{line}");
+        } else {
+            failed.push(line);
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::UNAVAILABLE,
+        format!(
+            "not confirmed: {}; run `surveyd forget` again",
+            failed.join("; ")
+        ),
+    ))
 }
 
 /// `surveyd audit new-chain`.

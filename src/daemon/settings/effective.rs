@@ -33,6 +33,14 @@ impl Settings {
             ("surveyclient_url", self.url.to_string()),
             ("surveyclient_interval", seconds(self.interval)),
             ("surveyclient_ssl_verify", yes_no(self.ssl_verify)),
+            (
+                "surveyclient_collector_key",
+                self.collector_keys
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             ("surveyclient_timeout", seconds(self.timeout)),
             ("surveyclient_start_delay", seconds(self.start_delay)),
             ("surveyclient_error_delay", seconds(self.error_delay)),

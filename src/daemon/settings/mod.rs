@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use crate::daemon::cfgfile::{CfgFile, ConfigError, Entry};
 use crate::privacy::IdScheme;
+use crate::wire::receipt::PublicKey;
 
 use values::{
     escape_controls, mask, optional, parse_absolute_path, parse_app_id, parse_audit_size,
-    parse_bool, parse_count, parse_endpoint, parse_facts, parse_id_hash, parse_omit, parse_port,
-    parse_positive_seconds, parse_seconds, Problem,
+    parse_bool, parse_collector_keys, parse_count, parse_endpoint, parse_facts, parse_id_hash,
+    parse_omit, parse_port, parse_positive_seconds, parse_seconds, Problem,
 };
 pub use values::{
     Endpoint, FactSource, DEFAULT_SUBMIT_PATH, DEFAULT_URL, MAX_SECONDS, MAX_VALUE_BYTES,
@@ -33,6 +34,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "surveyclient_url",
     "surveyclient_interval",
     "surveyclient_ssl_verify",
+    "surveyclient_collector_key",
     "surveyclient_timeout",
     "surveyclient_start_delay",
     "surveyclient_error_delay",
@@ -118,6 +120,9 @@ pub struct Settings {
     /// Time between reports; zero turns reporting off.
     pub interval: Duration,
     pub ssl_verify: bool,
+    /// The collector's receipt keys (`surveyclient_collector_key`): with
+    /// any, a report counts only when its receipt verifies under one.
+    pub collector_keys: Vec<PublicKey>,
     /// One request, connect to last byte; never zero.
     pub timeout: Duration,
     pub start_delay: Duration,
@@ -149,6 +154,7 @@ impl Default for Settings {
             url: Endpoint::Https(url::Url::parse(DEFAULT_URL).expect("DEFAULT_URL is a valid URL")),
             interval: Duration::from_secs(3600),
             ssl_verify: true,
+            collector_keys: Vec::new(),
             timeout: Duration::from_secs(30),
             start_delay: Duration::from_secs(60),
             error_delay: Duration::from_secs(60),
@@ -200,6 +206,12 @@ impl Settings {
             url: read(cfg, "surveyclient_url", d.url, parse_endpoint)?,
             interval: read(cfg, "surveyclient_interval", d.interval, parse_seconds)?,
             ssl_verify: read(cfg, "surveyclient_ssl_verify", d.ssl_verify, parse_bool)?,
+            collector_keys: read(
+                cfg,
+                "surveyclient_collector_key",
+                d.collector_keys,
+                parse_collector_keys,
+            )?,
             timeout: read(
                 cfg,
                 "surveyclient_timeout",

@@ -642,3 +642,38 @@ fn env_substitution_feeds_settings() {
     let s = Settings::from_cfg(&cfg).unwrap().settings;
     assert_eq!(s.url.to_string(), "unix:/run/s.sock");
 }
+
+#[test]
+fn collector_keys_are_empty_or_blank_separated_ed25519_keys_and_garbage_names_its_line() {
+    assert!(settings("").collector_keys.is_empty());
+    assert!(settings("surveyclient_collector_key =\n")
+        .collector_keys
+        .is_empty());
+    let old = format!("ed25519:{}", "ab".repeat(32));
+    let new = format!("ed25519:{}", "CD".repeat(32));
+    let s = settings(&format!(
+        "surveyclient_collector_key = {old}  {new}\t{old}\n"
+    ));
+    assert_eq!(s.collector_keys.len(), 2, "a repeated key counts once");
+    let shown = s
+        .effective()
+        .into_iter()
+        .find(|(key, _)| *key == "surveyclient_collector_key")
+        .unwrap()
+        .1;
+    assert_eq!(shown, format!("{old} ed25519:{}", "cd".repeat(32)));
+    assert_eq!(
+        settings(&format!("surveyclient_collector_key = {shown}\n")).collector_keys,
+        s.collector_keys
+    );
+
+    for bad in [
+        "ab".repeat(32),
+        format!("ed25519:{}", "ab".repeat(31)),
+        format!("{old} ed25519:zz"),
+    ] {
+        let msg = error(&format!("\n\nsurveyclient_collector_key = {bad}\n"), 3);
+        assert!(msg.contains("surveyclient_collector_key"), "{msg}");
+        assert!(msg.contains("Ed25519 public key"), "{msg}");
+    }
+}

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::privacy::IdScheme;
+use crate::wire::receipt::PublicKey;
 use crate::wire::SURVEYD_FIELD_NAMES as FIELD_NAMES;
 
 /// Where reports go when nothing is configured (upstream's default).
@@ -49,6 +50,21 @@ pub enum Endpoint {
         socket: PathBuf,
         path: String,
     },
+}
+
+impl Endpoint {
+    /// Where deletion requests go for reports sent here: the same host or
+    /// socket, with `wire::delete_path` applied to the request path.
+    pub fn for_deletion(&self) -> Endpoint {
+        match self {
+            Endpoint::Https(url) => Endpoint::Https(crate::wire::delete_url(url)),
+            Endpoint::Http(url) => Endpoint::Http(crate::wire::delete_url(url)),
+            Endpoint::Unix { socket, path } => Endpoint::Unix {
+                socket: socket.clone(),
+                path: crate::wire::delete_path(path),
+            },
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -385,4 +401,26 @@ pub(super) fn parse_facts(value: &str) -> Result<Vec<FactSource>, Problem> {
         sources.push(source);
     }
     Ok(sources)
+}
+
+/// `surveyclient_collector_key`: empty (receipts are recorded unchecked),
+/// or one or more `ed25519:HEX64` separated by blanks, so that during a
+/// key rotation receipts signed by the old or the new key both verify.
+pub(super) fn parse_collector_keys(value: &str) -> Result<Vec<PublicKey>, Problem> {
+    let mut keys: Vec<PublicKey> = Vec::new();
+    for word in value.split_whitespace() {
+        let key = PublicKey::parse(word).map_err(|why| {
+            Problem::new(
+                format!("is not an Ed25519 public key: {why}"),
+                "write the collector's key as its operator publishes it \
+                 (`surveyd-collector key` prints it), e.g. ed25519:<64 hex digits>; \
+                 several keys separated by blanks during a rotation",
+            )
+            .about(word)
+        })?;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
