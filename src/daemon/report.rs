@@ -114,6 +114,24 @@ pub async fn read_consent(settings: &Settings) -> Option<Consent> {
     }
 }
 
+/// Records the admin's consent answer in the audit log.
+pub fn record_consent(audit: &mut AuditLog, consent: &Consent) -> Result<u64, AuditError> {
+    let seq = audit.append_consent(
+        consent.mode.name(),
+        consent.schema,
+        &consent.fields,
+        &consent.url,
+    )?;
+    info!(
+        "audit entry {seq}: consent to {} ({} field(s) of schema {}) answered at {}",
+        consent.mode.name(),
+        consent.fields.len(),
+        consent.schema,
+        consent.time
+    );
+    Ok(seq)
+}
+
 /// Records a report that may not leave the machine (no consent to upload)
 /// as a `local` audit entry: the exact bytes an upload would carry.
 /// Neither the attempt nor the success time is touched, since nothing was

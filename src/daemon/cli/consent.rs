@@ -9,11 +9,11 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::daemon::audit::{self as audit_log, LogDir};
+use crate::daemon::audit::{AuditError, LogDir};
 use crate::daemon::payload::{self, FIELD_NAMES};
 use crate::daemon::report::{self, Mode};
 use crate::daemon::settings::Settings;
@@ -28,6 +28,11 @@ use super::act_as_owner_of;
 /// hashed identifier is, since the collector cannot read one without it.
 const HASHED_IDS: &[&str] = &["machine_id_hash", "server_guid_hash"];
 const ID_SCHEME: &str = "id_scheme";
+
+/// How long to wait for the audit log's lock before leaving the record to
+/// its holder: the running service holds it for good, a `surveyd send`
+/// for one request.
+const SERVICE_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// `surveyd consent` without an answer.
 pub(super) fn show(settings: &Settings, as_json: bool) -> Result<(), Failure> {
@@ -177,13 +182,13 @@ pub(super) fn yes(
         url: settings.url.to_string(),
         time: now(),
     };
-    let seq = record(settings, &consent)?;
+    let recorded = record(settings, &consent)?;
     if as_json {
-        println!("{}", answer_json(&consent, seq));
+        println!("{}", answer_json(&consent, recorded));
     } else {
         println!(
-            "consent recorded (audit entry {seq}): reports to {} carry these {} field(s) of \
-             schema {}: {}",
+            "consent recorded ({}): reports to {} carry these {} field(s) of schema {}: {}",
+            recorded.describe(),
             consent.url,
             consent.fields.len(),
             consent.schema,
@@ -209,13 +214,14 @@ pub(super) fn no(settings: &Settings, as_json: bool) -> Result<(), Failure> {
         url: settings.url.to_string(),
         time: now(),
     };
-    let seq = record(settings, &consent)?;
+    let recorded = record(settings, &consent)?;
     if as_json {
-        println!("{}", answer_json(&consent, seq));
+        println!("{}", answer_json(&consent, recorded));
     } else {
         println!(
-            "consent withdrawn (audit entry {seq}): reports are recorded in the audit log \
-             only, nothing is sent from the next report on"
+            "consent withdrawn ({}): reports are recorded in the audit log only, nothing is \
+             sent from the next report on",
+            recorded.describe()
         );
         println!(
             "what was already uploaded stays at the collector until it is deleted: \
@@ -264,9 +270,11 @@ fn chosen_fields(names: &[String]) -> Result<Vec<String>, Failure> {
 
 /// Records the answer: first in the audit log (so the log shows every
 /// change of consent, even one whose file write then fails), then in the
-/// consent file. As root, in directories the service's user owns, both are
-/// written as that user, never as root.
-fn record(settings: &Settings, consent: &Consent) -> Result<u64, Failure> {
+/// consent file. While the service runs it holds the log; then only the
+/// file is written here, and the service records the answer before the
+/// first report it governs. As root, in directories the service's user
+/// owns, both are written as that user, never as root.
+fn record(settings: &Settings, consent: &Consent) -> Result<Recorded, Failure> {
     let cannot = |err: &dyn std::fmt::Display| {
         Failure::new(
             exit::CANTCREAT,
@@ -275,42 +283,75 @@ fn record(settings: &Settings, consent: &Consent) -> Result<u64, Failure> {
     };
     let state_dir = LogDir::for_log(&settings.state_dir.join(state::CONSENT_FILE))
         .map_err(|err| cannot(&err))?;
-    let options =
-        report::audit_options(settings, audit_log::LOCK_WAIT).map_err(|err| cannot(&err))?;
+    let options = report::audit_options(settings, SERVICE_LOCK_WAIT).map_err(|err| cannot(&err))?;
     let log_dir = LogDir::for_log(&settings.audit_log).map_err(|err| cannot(&err))?;
     act_as_owner_of(&[&state_dir, &log_dir]).map_err(|err| cannot(&err))?;
-    let mut log = report::open_audit_in(log_dir, settings, options).map_err(|err| cannot(&err))?;
-    let seq = log
-        .append_consent(
-            consent.mode.name(),
-            consent.schema,
-            &consent.fields,
-            &consent.url,
-        )
-        .map_err(|err| cannot(&err))?;
+    let recorded = match report::open_audit_in(log_dir, settings, options) {
+        Ok(mut log) => {
+            Recorded::InLog(report::record_consent(&mut log, consent).map_err(|err| cannot(&err))?)
+        }
+        Err(AuditError::Locked { holder, .. }) => Recorded::ByService(holder),
+        Err(err) => return Err(cannot(&err)),
+    };
     state_dir
         .replace(OsStr::new(state::CONSENT_FILE), &consent.to_bytes())
         .map_err(|source| {
             Failure::new(
                 exit::CANTCREAT,
                 format!(
-                    "cannot write the consent file {}: {source}; audit entry {seq} records the \
-                     answer, but it is not in force; fix the state dir and answer again",
-                    settings.state_dir.join(state::CONSENT_FILE).display()
+                    "cannot write the consent file {}: {source}; {}, but it is not in force; \
+                     fix the state dir and answer again",
+                    settings.state_dir.join(state::CONSENT_FILE).display(),
+                    match recorded {
+                        Recorded::InLog(seq) => format!("audit entry {seq} records the answer"),
+                        Recorded::ByService(_) => "the audit log does not record it".into(),
+                    }
                 ),
             )
         })?;
-    Ok(seq)
+    Ok(recorded)
 }
 
-fn answer_json(consent: &Consent, seq: u64) -> Value {
+/// Where the answer went into the audit log.
+#[derive(Debug, Clone, Copy)]
+enum Recorded {
+    /// This command appended it, as this entry.
+    InLog(u64),
+    /// Another process (the running service) holds the log: the service
+    /// appends the answer before its next report, which is the first one
+    /// the answer governs.
+    ByService(Option<u32>),
+}
+
+impl Recorded {
+    fn describe(self) -> String {
+        match self {
+            Recorded::InLog(seq) => format!("audit entry {seq}"),
+            Recorded::ByService(holder) => format!(
+                "the running service{} records it in the audit log before its next report",
+                holder
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    fn seq(self) -> Option<u64> {
+        match self {
+            Recorded::InLog(seq) => Some(seq),
+            Recorded::ByService(_) => None,
+        }
+    }
+}
+
+fn answer_json(consent: &Consent, recorded: Recorded) -> Value {
     json!({
         "mode": consent.mode.name(),
         "schema": consent.schema,
         "fields": consent.fields,
         "url": consent.url,
         "time": consent.time,
-        "audit_seq": seq,
+        "audit_seq": recorded.seq(),
     })
 }
 
