@@ -130,6 +130,31 @@ impl RawId {
     }
 }
 
+/// The application id deletion secrets are derived with. It differs from
+/// every `surveyclient_app_id`, so the secret cannot be computed from
+/// anything a report carries.
+pub const DELETION_APP_ID: [u8; 16] = [
+    0x5a, 0x1d, 0x0c, 0x8e, 0x3b, 0x7f, 0x4e, 0x2a, 0x9c, 0x6d, 0x1f, 0x0e, 0x8b, 0x4a, 0x7c, 0x3d,
+];
+
+impl RawId {
+    /// The installation's deletion secret: HMAC-SHA256 keyed with the
+    /// machine id's 16 bytes over [`DELETION_APP_ID`], all 32 bytes (no
+    /// truncation: it is a secret, not an id). Only a deletion request ever
+    /// reveals it; reports carry its [`crate::wire::deletion_commitment`].
+    pub fn deletion_secret(&self) -> [u8; 32] {
+        let key = parse_id128(&self.0);
+        let key: &[u8] = match &key {
+            Some(bytes) => bytes,
+            None => self.0.as_bytes(),
+        };
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+        mac.update(&DELETION_APP_ID);
+        mac.finalize().into_bytes().into()
+    }
+}
+
 /// 16 bytes from 32 hex digits, dashes ignored (the UUID form).
 pub fn parse_id128(text: &str) -> Option<[u8; 16]> {
     let digits: String = text.chars().filter(|&c| c != '-').collect();
@@ -270,5 +295,17 @@ mod tests {
         for (n, want) in cases {
             assert_eq!(bucket_count(n), want, "bucket of {n}");
         }
+    }
+
+    #[test]
+    fn the_deletion_secret_is_stable_distinct_from_the_ids_and_committed_by_its_hash() {
+        let id = RawId::machine_id("4b4b3c3e7e0d4b6e9f2a1c0d8e7f6a5b\n").unwrap();
+        let secret = id.deletion_secret();
+        assert_eq!(secret, id.deletion_secret());
+        let other = RawId::machine_id("5b4b3c3e7e0d4b6e9f2a1c0d8e7f6a5b").unwrap();
+        assert_ne!(secret, other.deletion_secret());
+        let commitment = crate::wire::deletion_commitment(&secret);
+        assert_eq!(commitment.len(), 64);
+        assert_ne!(commitment, hex::encode(secret));
     }
 }

@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+pub mod receipt;
+
 /// The payload `version` this contract describes: upstream's format,
 /// which every field addition keeps.
 pub const PAYLOAD_VERSION: u32 = 2;
@@ -30,6 +32,10 @@ pub const SUBMIT_PATH: &str = "/api/stats/v1/submit";
 pub const STATS_REQUEST_HEADER: &str = "X-Kopano-Stats-Request";
 pub const STATS_REQUEST_VALUE: &str = "1";
 pub const CONTENT_TYPE: &str = "application/json";
+/// Where an installation asks for its row to be deleted, proving with its
+/// deletion secret that it is that installation:
+/// `{"uid":HEX64,"secret":HEX64}`, answered with a signed `deleted` receipt.
+pub const DELETE_PATH: &str = "/api/stats/v1/delete";
 
 /// Upper bound for every count; anything larger is not a real installation
 /// and would only pollute the aggregates.
@@ -330,6 +336,13 @@ impl Field {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(data))
+}
+
+/// What a report carries so that only its installation can later have its
+/// row deleted: the SHA-256 of the deletion secret (the secret itself is
+/// revealed only in the deletion request).
+pub fn deletion_commitment(secret: &[u8]) -> String {
+    sha256_hex(secret)
 }
 
 #[cfg(test)]

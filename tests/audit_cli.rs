@@ -98,10 +98,9 @@ fn the_chain_continues_across_rotation() {
         serde_json::from_str(install.audit_text().lines().next().unwrap()).unwrap();
     let old = std::fs::read_to_string(&rotated).unwrap();
     let last_old = old.lines().last().unwrap();
-    use sha2::Digest;
     assert_eq!(
         newest["prev"],
-        hex::encode(sha2::Sha256::digest(last_old.as_bytes())),
+        sha256_hex(last_old),
         "first line of the new file chains to the last of the old"
     );
 

@@ -2,9 +2,9 @@
 //! formats, `stats`, and `check-config` on good and bad files (exit 78,
 //! message naming file and problem).
 
-mod collector_support;
+mod common;
 
-use collector_support::*;
+use common::*;
 
 fn two_installations(c: &Collector) {
     let a = surveyd_payload(

@@ -4,13 +4,13 @@
 //! bidi text, keep-alive clients refused early, a second collector on the
 //! same SQLite file, and Kopano's GUID-less Go clients.
 
-mod collector_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use collector_support::*;
+use common::*;
 
 const RAW_MID: &str = "7c4d2e1f0a9b48c7b6a5f4e3d2c1b0a9";
 const RAW_GUID: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
@@ -69,9 +69,7 @@ fn answered(conns: &mut [TcpStream]) -> (usize, usize) {
 
 #[test]
 fn idle_connections_past_the_per_source_cap_are_shed_and_another_source_is_served() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let c = Collector::start_with(
         &backend,
         Options {
@@ -102,9 +100,7 @@ fn idle_connections_past_the_per_source_cap_are_shed_and_another_source_is_serve
 
 #[test]
 fn with_few_file_descriptors_one_source_cannot_exhaust_them() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     // 160 descriptors: the caps are fitted to 96 in all, 48 per source.
     let c = Collector::start_with(
         &backend,
@@ -164,9 +160,7 @@ fn read_head(s: &mut TcpStream) -> String {
 
 #[test]
 fn bodies_past_the_memory_budget_get_503_and_memory_stays_bounded() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let c = Collector::start_with(
         &backend,
         Options {
@@ -267,9 +261,7 @@ fn csv_defuses_formulas_and_bidi_text_is_refused() {
 
 #[test]
 fn compressed_bodies_are_answered_415() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let c = Collector::start(&backend);
     let body = report_body(1);
     for encoding in ["gzip", "deflate", "br"] {
@@ -336,9 +328,7 @@ fn duplicate_keys_anywhere_are_refused_and_nothing_is_stored() {
 
 #[test]
 fn refusals_before_the_body_tell_keep_alive_clients_the_connection_closes() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let c = Collector::start_with(
         &backend,
         Options {
@@ -390,9 +380,7 @@ fn refusals_before_the_body_tell_keep_alive_clients_the_connection_closes() {
 
 #[test]
 fn a_second_collector_on_the_same_sqlite_file_exits_with_a_clear_message() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let first = Collector::start(&backend);
     let second = std::process::Command::new(BIN)
         .arg("-c")
@@ -435,10 +423,7 @@ fn go_clients_placeholder_guid_is_stored_as_no_guid() {
         let row = &rows[0];
         assert_eq!(row["server_guid_sha256"], serde_json::Value::Null);
         assert_eq!(row["flags"], 1 | 16, "upstream raw ids, no server GUID");
-        assert_eq!(
-            row["uid"],
-            sha256_hex(&format!("{}\n\nkopano-server", sha256_hex(RAW_MID)))
-        );
+        assert_eq!(row["uid"], installation_uid(&sha256_hex(RAW_MID), ""));
         assert_ne!(
             row["server_guid_sha256"],
             sha256_hex(GO_NO_GUID),

@@ -3,22 +3,18 @@
 //! logged nowhere, upserts keep first_seen, every refusal changes nothing,
 //! the rate limit answers 429, and TLS works.
 
-mod collector_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use collector_support::*;
+use common::*;
 
 const APP_MID: &str = "0f1e2d3c4b5a49788796a5b4c3d2e1f0";
 const APP_GUID: &str = "a1b2c3d4e5f647089a1b2c3d4e5f6a7b";
 // As kopano-server reads them: /etc/machine-id and its server GUID.
 const RAW_MID: &str = "3d12f0c1a9b84e6d8c7b6a5f4e3d2c1b";
 const RAW_GUID: &str = "5b7e9c1d-2f3a-4b5c-8d6e-7f8091a2b3c4";
-
-fn uid(mid: &str, guid: &str) -> String {
-    sha256_hex(&format!("{mid}\n{guid}\nkopano-server"))
-}
 
 #[test]
 fn surveyd_payload_lands_a_row() {
@@ -29,7 +25,7 @@ fn surveyd_payload_lands_a_row() {
         let rows = c.rows();
         assert_eq!(rows.len(), 1, "{}", backend.name());
         let row = &rows[0];
-        assert_eq!(row["uid"], uid(APP_MID, APP_GUID));
+        assert_eq!(row["uid"], installation_uid(APP_MID, APP_GUID));
         assert_eq!(row["machine_id_sha256"], APP_MID);
         assert_eq!(row["server_guid_sha256"], APP_GUID);
         assert_eq!(row["flags"], 2, "app-v1 ids are flagged");
@@ -59,7 +55,10 @@ fn upstream_raw_payload_is_hashed_and_stored_nowhere_raw() {
         let row = &rows[0];
         assert_eq!(row["machine_id_sha256"], sha256_hex(RAW_MID));
         assert_eq!(row["server_guid_sha256"], sha256_hex(RAW_GUID));
-        assert_eq!(row["uid"], uid(&sha256_hex(RAW_MID), &sha256_hex(RAW_GUID)));
+        assert_eq!(
+            row["uid"],
+            installation_uid(&sha256_hex(RAW_MID), &sha256_hex(RAW_GUID))
+        );
         assert_eq!(row["flags"], 1, "upstream raw ids hashed on ingest");
         assert_eq!(row["usercnt_active"], 21);
 
@@ -298,9 +297,7 @@ fn rate_limit_answers_429_with_retry_after() {
 
 #[test]
 fn tls_listener_accepts_reports() {
-    let backend = Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let backend = Backend::sqlite();
     let dir = tempfile::tempdir().unwrap();
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));

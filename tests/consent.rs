@@ -5,13 +5,11 @@
 //! `--fields` limits what is sent, and the collector refuses a field newer
 //! than the schema its sender acknowledged.
 
-mod collector_support;
 mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
-use collector_support::Collector;
 use common::*;
 use serde_json::Value;
 
@@ -265,7 +263,7 @@ fn a_planted_consent_file_is_no_consent_and_nothing_leaves() {
         let _ = std::fs::remove_file(&consent);
         match plant {
             "link" => std::os::unix::fs::symlink(&elsewhere, &consent).unwrap(),
-            "fifo" => nix::unistd::mkfifo(&consent, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+            "fifo" => mkfifo(&consent),
             _ => std::fs::write(&consent, "{\"mode\":\"upload\"").unwrap(),
         }
         let out = install.run(&["send"]);
@@ -315,10 +313,7 @@ fn root_answers_in_the_service_users_state_dir_as_that_user() {
 
 #[test]
 fn the_collector_refuses_a_field_newer_than_the_schema_its_sender_acknowledged() {
-    let sqlite = collector_support::Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let collector = Collector::start(&sqlite);
+    let collector = Collector::start(&Backend::sqlite());
     let hashed = systemd_app_specific(RAW_MACHINE_ID, APP_ID);
     let body = |acknowledged: Option<u32>| {
         let mut body = serde_json::json!({

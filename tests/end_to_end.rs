@@ -3,10 +3,8 @@
 //! one row per installation, and no raw identifier reaches the wire's other
 //! end, its database files or its logs.
 
-mod collector_support;
 mod common;
 
-use collector_support::{for_each_backend, Collector, Options};
 use common::*;
 
 #[test]

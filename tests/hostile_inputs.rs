@@ -15,18 +15,10 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Upper bound for any single wait: a hang detector, not a timing check.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// Address space allowed to a surveyd that meets an endless input: far
 /// more than it needs, far less than reading /dev/zero or `yes` until the
 /// timeout would take.
 const MEMORY_LIMIT: &str = "--as=1073741824";
-
-fn mkfifo(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
-}
 
 /// `surveyd ARGS` under the memory limit, killed if it outlives PATIENCE.
 fn bounded(install: &Install, args: &[&str]) -> Output {

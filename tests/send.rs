@@ -2,11 +2,9 @@
 //! loopback collector stand-in: the bytes, the headers, TLS, unix sockets,
 //! privacy, and what happens when the audit log cannot be written.
 
-mod collector_support;
 mod common;
 
 use common::*;
-use sha2::{Digest, Sha256};
 
 fn preview(install: &Install) -> Vec<u8> {
     let out = install.run(&["preview"]);
@@ -74,7 +72,7 @@ fn preview_bytes_equal_the_bytes_an_https_collector_receives() {
     assert_eq!(send["event"], "send");
     assert_eq!(send["url"], server.url);
     assert_eq!(serde_json::to_vec(&send["body"]).unwrap(), previewed);
-    assert_eq!(send["body_sha256"], hex::encode(Sha256::digest(&previewed)));
+    assert_eq!(send["body_sha256"], sha256_hex(&previewed));
     let result: serde_json::Value = serde_json::from_str(audit.lines().nth(1).unwrap()).unwrap();
     assert_eq!(result["event"], "result");
     assert_eq!(result["status"], 204);
@@ -161,12 +159,9 @@ fn sha256_scheme_sends_what_upstreams_collector_stores() {
     assert_eq!(stats["id_scheme"]["value"], "sha256");
     assert_eq!(
         stats["machine_id_hash"]["value"],
-        hex::encode(Sha256::digest(RAW_MACHINE_ID.as_bytes()))
+        sha256_hex(RAW_MACHINE_ID)
     );
-    assert_eq!(
-        stats["server_guid_hash"]["value"],
-        hex::encode(Sha256::digest(RAW_GUID.as_bytes()))
-    );
+    assert_eq!(stats["server_guid_hash"]["value"], sha256_hex(RAW_GUID));
 }
 
 #[test]
@@ -858,10 +853,8 @@ fn a_refusal_whose_body_stalls_keeps_its_status_and_the_reason_so_far() {
 
 #[test]
 fn the_real_collectors_refusal_reason_reaches_the_log_and_the_audit() {
-    let backend = collector_support::Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let collector = collector_support::Collector::start(&backend);
+    let backend = Backend::sqlite();
+    let collector = Collector::start(&backend);
     let install = Install::new();
     // A path the collector does not serve: its 404 carries a text reason.
     install.write_config(

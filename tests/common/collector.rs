@@ -1,55 +1,24 @@
-//! Shared harness for the collector's integration tests: runs the real
-//! `surveyd-collector` binary against SQLite and, when
+//! The real `surveyd-collector` against SQLite and, when
 //! SURVEYD_TEST_POSTGRES_URL is set, PostgreSQL (each test in its own
-//! schema), speaks plain HTTP/1.1 to it, and builds payloads the way both
-//! client generations write them.
+//! schema): its configuration, `serve` with its output captured, the CLI,
+//! and what landed in its table.
 
-#![allow(dead_code)] // each test crate uses a different part of the harness
-
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use super::{
+    block_on, exit_within_patience, http_exchange, outside_systemd, skip, Response, PATIENCE,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_surveyd-collector");
 pub const SUBMIT: &str = "/api/stats/v1/submit";
-/// Upper bound for anything the harness waits on.
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Waits (bounded) for `child` to exit by itself; if it does not, kills it
-/// and fails saying `hang`. Returns its status and standard error.
-pub fn wait_for_exit(mut child: Child, hang: &str) -> (ExitStatus, String) {
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{hang}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, err)
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
 
 /// Where one test's table lives.
 pub enum Backend {
@@ -58,6 +27,13 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A SQLite database in a temp dir of its own.
+    pub fn sqlite() -> Backend {
+        Backend::Sqlite {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite { .. } => "sqlite",
@@ -130,11 +106,7 @@ where
     F: FnOnce(tokio_postgres::Client) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .expect("connect to SURVEYD_TEST_POSTGRES_URL");
@@ -145,11 +117,9 @@ where
 
 /// Run `case` once per available backend: always SQLite; PostgreSQL when
 /// SURVEYD_TEST_POSTGRES_URL is set. Without it the PostgreSQL half is
-/// skipped loudly, and under CI=true that is a failure.
+/// skipped loudly, and under CI=true that is a failure (see `skip`).
 pub fn for_each_backend(test: &str, case: impl Fn(Backend)) {
-    case(Backend::Sqlite {
-        dir: tempfile::tempdir().unwrap(),
-    });
+    case(Backend::sqlite());
     match std::env::var("SURVEYD_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
             let schema = format!(
@@ -169,12 +139,9 @@ pub fn for_each_backend(test: &str, case: impl Fn(Backend)) {
             );
             case(Backend::Postgres { url, schema });
         }
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true but SURVEYD_TEST_POSTGRES_URL is not set: the PostgreSQL half of {test} cannot run");
-            }
-            eprintln!("SKIP: {test} on PostgreSQL: SURVEYD_TEST_POSTGRES_URL is not set (see .ci/postgres.sh)");
-        }
+        _ => skip(&format!(
+            "{test} on PostgreSQL: SURVEYD_TEST_POSTGRES_URL is not set (see .ci/postgres.sh)"
+        )),
     }
 }
 
@@ -233,13 +200,11 @@ impl Collector {
             }
             None => Command::new(BIN),
         };
-        cmd.arg("-c")
+        outside_systemd(&mut cmd)
+            .arg("-c")
             .arg(&config_path)
             .arg("serve")
             .env("RUST_LOG", "debug")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -318,17 +283,14 @@ impl Collector {
 
     /// Wait (bounded) for the exit; returns everything it printed.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<u8>) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                for reader in self.readers.drain(..) {
-                    reader.join().unwrap();
-                }
-                return (status, self.output());
-            }
-            assert!(Instant::now() < deadline, "collector did not stop");
-            std::thread::sleep(Duration::from_millis(20));
+        let status = exit_within_patience(&mut self.child, || {
+            std::thread::sleep(Duration::from_millis(20))
+        })
+        .expect("collector did not stop");
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
         }
+        (status, self.output())
     }
 
     pub fn post(&self, body: &str) -> Response {
@@ -390,11 +352,10 @@ pub struct CliOutput {
 }
 
 pub fn run_cli(config: &Path, args: &[&str]) -> CliOutput {
-    let out = Command::new(BIN)
+    let out = outside_systemd(&mut Command::new(BIN))
         .arg("-c")
         .arg(config)
         .args(args)
-        .env_remove("NOTIFY_SOCKET")
         .output()
         .expect("run surveyd-collector");
     CliOutput {
@@ -402,145 +363,4 @@ pub fn run_cli(config: &Path, args: &[&str]) -> CliOutput {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: String,
-    pub body: String,
-}
-
-/// A TCP connection to `addr` from the local address `source` (another
-/// loopback address stands for another client).
-pub fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        socket.connect(addr).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
-/// One request with `Connection: close` over any byte stream.
-pub fn http_exchange<S: Read + Write>(
-    mut stream: S,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    stream.write_all(&bytes).unwrap();
-    let mut raw = Vec::new();
-    // A TLS peer may close without close_notify; what arrived is enough.
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    Response {
-        status,
-        headers: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-/// A payload as surveyd sends it: canonical, hashed identifiers.
-pub fn surveyd_payload(
-    scheme: &str,
-    machine_hash: &str,
-    guid_hash: &str,
-    version: &str,
-    active: i64,
-) -> String {
-    let s = |v: &str| serde_json::json!({"desc": "", "type": "string", "value": v});
-    let n = |v: i64| serde_json::json!({"desc": "", "mode": "gauge", "type": "int", "value": v});
-    serde_json::json!({
-        "version": 2,
-        "stats": {
-            "id_scheme": s(scheme),
-            "machine_id_hash": s(machine_hash),
-            "server_guid_hash": s(guid_hash),
-            "program_name": s("kopano-server"),
-            "program_version": s(version),
-            "osrelease": s("Debian GNU/Linux 12 (bookworm)"),
-            "utsname": s("Linux x86_64 6.1.0-18-amd64"),
-            "userplugin": s("ldap"),
-            "attachment_storage": s("files"),
-            "usercnt_active": n(active),
-            "usercnt_contact": n(3),
-            "usercnt_equipment": n(1),
-            "usercnt_na_user": n(0),
-            "usercnt_nonactive": n(2),
-            "usercnt_room": n(4),
-        }
-    })
-    .to_string()
-}
-
-/// A payload as kopano-server's jsoncpp StreamWriter writes it: tab
-/// indentation, ` : ` separators, raw machine id and server GUID.
-pub fn upstream_payload(raw_machine_id: &str, raw_guid: &str, active: i64) -> String {
-    let string = |name: &str, desc: &str, value: &str| {
-        format!("\t\t\"{name}\" : \n\t\t{{\n\t\t\t\"desc\" : \"{desc}\",\n\t\t\t\"type\" : \"string\",\n\t\t\t\"value\" : \"{value}\"\n\t\t}}")
-    };
-    let int = |name: &str, desc: &str, value: i64| {
-        format!("\t\t\"{name}\" : \n\t\t{{\n\t\t\t\"desc\" : \"{desc}\",\n\t\t\t\"mode\" : \"counter\",\n\t\t\t\"type\" : \"int\",\n\t\t\t\"value\" : {value}\n\t\t}}")
-    };
-    let entries = [
-        string("machine_id", "", raw_machine_id),
-        string(
-            "osrelease",
-            "Pretty operating system name",
-            "Debian GNU/Linux 10 (buster)",
-        ),
-        string("program_name", "Program name", "kopano-server"),
-        string("program_version", "Program version", "8.7.80"),
-        string("server_guid", "Server GUID", raw_guid),
-        string("userplugin", "User plugin", "db"),
-        int("usercnt_active", "Active users", active),
-        int("usercnt_contact", "Contacts", 7),
-        int("usercnt_equipment", "Equipment", 0),
-        int("usercnt_na_user", "Non-active users", 1),
-        int("usercnt_nonactive", "Total non-active objects", 5),
-        int("usercnt_room", "Rooms", 2),
-        string(
-            "utsname",
-            "Pretty platform name",
-            "Linux x86_64 4.19.0-6-amd64",
-        ),
-    ];
-    format!(
-        "{{\n\t\"stats\" : \n\t{{\n{}\n\t}},\n\t\"version\" : 2\n}}",
-        entries.join(",\n")
-    )
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
