@@ -31,6 +31,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/surveyd/surveyd.cfg";
 OS, kernel, user counts) to its vendor, as kopano-server's built-in survey client does, \
 but hashes every identifier on this machine first and writes each payload to a local, \
 tamper-evident audit log before it is sent.\n\n\
+Nothing leaves the machine before the admin says yes: without consent each report is \
+only built and recorded in the audit log (local mode); `surveyd consent yes` allows \
+uploads of the fields it lists, and a field a later version adds waits for the next \
+`surveyd consent yes`. `surveyd consent` shows the state.\n\n\
 It reads server.cfg-compatible options, so an existing /etc/kopano/server.cfg works \
 as its configuration.",
     after_help = "Exit status follows sysexits.h: 0 success, 65 audit log failed \
