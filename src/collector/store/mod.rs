@@ -11,7 +11,7 @@ mod postgres;
 mod sqlite;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,29 +19,12 @@ use tokio::task::JoinHandle;
 
 use super::config::Database;
 use super::ingest::Report;
+use crate::wire;
 
-/// Every column of the table, in table order: the seed's columns first,
-/// then the ones this collector added.
-pub const COLUMNS: &[&str] = &[
-    "uid",
-    "machine_id_sha256",
-    "server_guid_sha256",
-    "first_seen",
-    "last_update",
-    "usercnt_active",
-    "usercnt_contact",
-    "usercnt_equipment",
-    "usercnt_na_user",
-    "usercnt_nonactive",
-    "userplugin",
-    "osrelease",
-    "utsname",
-    "program_name",
-    "program_version",
-    "flags",
-    "usercnt_room",
-    "attachment_storage",
-];
+/// Every column of the table, in table order, by name.
+pub fn columns() -> impl Iterator<Item = &'static str> {
+    wire::TABLE.iter().map(|c| c.name())
+}
 
 /// Schema migrations, in order; `schema_version` holds how many have run.
 /// Each is plain SQL that SQLite and PostgreSQL both accept.
@@ -74,44 +57,63 @@ CREATE TABLE installations (
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const SELECT_ROWS: &str = "SELECT uid, machine_id_sha256, server_guid_sha256, first_seen, \
-    last_update, usercnt_active, usercnt_contact, usercnt_equipment, usercnt_na_user, \
-    usercnt_nonactive, userplugin, osrelease, utsname, program_name, program_version, flags, \
-    usercnt_room, attachment_storage FROM installations ORDER BY first_seen, uid";
+/// Every column of every row, in table order.
+static SELECT_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM installations ORDER BY first_seen, uid",
+        columns().collect::<Vec<_>>().join(", ")
+    )
+});
+
+/// The `SET` list of both upserts: every column a later report replaces,
+/// which is all but the key and `first_seen`.
+fn upsert_updates(excluded: &str) -> String {
+    wire::TABLE
+        .iter()
+        .filter(|c| !matches!(c, wire::Column::Uid | wire::Column::FirstSeen))
+        .map(|c| format!("{0} = {excluded}.{0}", c.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column(field: &'static wire::Field) -> &'static str {
+    wire::Column::Field(field).name()
+}
 
 // `$n` parameters are understood by both SQLite and PostgreSQL.
-const SELECT_TOTALS: &str = "SELECT CAST(COUNT(*) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN usercnt_active ELSE 0 END), 0) AS BIGINT) \
-    FROM installations";
-const SELECT_BY_VERSION: &str = "SELECT program_name, program_version, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY program_name, program_version";
-const SELECT_BY_OSRELEASE: &str = "SELECT osrelease, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY osrelease";
+static SELECT_TOTALS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT CAST(COUNT(*) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN {} ELSE 0 END), 0) AS BIGINT) \
+         FROM installations",
+        column(&wire::USERCNT_ACTIVE)
+    )
+});
+static SELECT_BY_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let (name, version) = (column(&wire::PROGRAM_NAME), column(&wire::PROGRAM_VERSION));
+    format!(
+        "SELECT {name}, {version}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {name}, {version}"
+    )
+});
+static SELECT_BY_OSRELEASE: LazyLock<String> = LazyLock::new(|| {
+    let os = column(&wire::OSRELEASE);
+    format!(
+        "SELECT {os}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {os}"
+    )
+});
 
-/// One row of the table as stored.
+/// One row of the table as stored: the last report of an installation
+/// and when it was first and last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub uid: String,
-    pub machine_id_sha256: Option<String>,
-    pub server_guid_sha256: Option<String>,
     pub first_seen: i64,
     pub last_update: i64,
-    pub usercnt_active: Option<i64>,
-    pub usercnt_contact: Option<i64>,
-    pub usercnt_equipment: Option<i64>,
-    pub usercnt_na_user: Option<i64>,
-    pub usercnt_nonactive: Option<i64>,
-    pub userplugin: Option<String>,
-    pub osrelease: Option<String>,
-    pub utsname: Option<String>,
-    pub program_name: Option<String>,
-    pub program_version: Option<String>,
-    pub flags: i64,
-    pub usercnt_room: Option<i64>,
-    pub attachment_storage: Option<String>,
+    pub report: Report,
 }
 
 /// The aggregates behind `surveyd-collector stats`. Breakdowns and the
@@ -123,9 +125,9 @@ pub struct Stats {
     pub seen_7d: i64,
     pub seen_30d: i64,
     pub active_users_30d: i64,
-    /// (program_name, program_version, installations), most first.
+    /// (program name, program version, installations), most first.
     pub by_version: Vec<(Option<String>, Option<String>, i64)>,
-    /// (osrelease, installations), most first.
+    /// (OS release, installations), most first.
     pub by_osrelease: Vec<(Option<String>, i64)>,
 }
 

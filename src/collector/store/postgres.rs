@@ -4,38 +4,57 @@
 //! the reads.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::collector::ingest::{Report, Value};
+use crate::wire::{self, Column, JsonType};
+
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, Job, Row, Stats,
+    StoreError, WriterHealth, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
+    SELECT_ROWS, SELECT_TOTALS,
 };
 
-/// One round trip for a whole batch: the reports travel as parallel arrays.
-const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
-    first_seen, last_update, usercnt_active, usercnt_contact, usercnt_equipment, \
-    usercnt_na_user, usercnt_nonactive, userplugin, osrelease, utsname, program_name, \
-    program_version, flags, usercnt_room, attachment_storage) \
-    SELECT u.uid, u.mid, u.guid, $1, $1, u.active, u.contact, u.equipment, u.na_user, \
-    u.nonactive, u.userplugin, u.osrelease, u.utsname, u.program_name, u.program_version, \
-    u.flags, u.room, u.attachment_storage \
-    FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], \
-    $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
-    $15::integer[], $16::bigint[], $17::text[]) \
-    AS u(uid, mid, guid, active, contact, equipment, na_user, nonactive, userplugin, osrelease, \
-    utsname, program_name, program_version, flags, room, attachment_storage) \
-    ON CONFLICT (uid) DO UPDATE SET machine_id_sha256 = EXCLUDED.machine_id_sha256, \
-    server_guid_sha256 = EXCLUDED.server_guid_sha256, last_update = EXCLUDED.last_update, \
-    usercnt_active = EXCLUDED.usercnt_active, usercnt_contact = EXCLUDED.usercnt_contact, \
-    usercnt_equipment = EXCLUDED.usercnt_equipment, usercnt_na_user = EXCLUDED.usercnt_na_user, \
-    usercnt_nonactive = EXCLUDED.usercnt_nonactive, userplugin = EXCLUDED.userplugin, \
-    osrelease = EXCLUDED.osrelease, utsname = EXCLUDED.utsname, \
-    program_name = EXCLUDED.program_name, program_version = EXCLUDED.program_version, \
-    flags = EXCLUDED.flags, usercnt_room = EXCLUDED.usercnt_room, \
-    attachment_storage = EXCLUDED.attachment_storage";
+/// One round trip for a whole batch: the reports travel as parallel
+/// arrays, `$2` the uids, `$3` the flags, then one per stored field; `$1`
+/// is the time.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let mut arrays = vec!["$2::text[]".to_owned(), "$3::integer[]".to_owned()];
+    let mut names = vec![Column::Uid.name(), Column::Flags.name()];
+    for field in wire::stored_fields() {
+        let column = Column::Field(field);
+        arrays.push(format!("${}::{}[]", arrays.len() + 2, sql_type(field)));
+        names.push(column.name());
+    }
+    let selected: Vec<String> = wire::TABLE
+        .iter()
+        .map(|c| match c {
+            Column::FirstSeen | Column::LastUpdate => "$1".to_owned(),
+            c => format!("u.{}", c.name()),
+        })
+        .collect();
+    format!(
+        "INSERT INTO installations ({}) SELECT {} FROM UNNEST({}) AS u({}) \
+         ON CONFLICT (uid) DO UPDATE SET {}",
+        columns().collect::<Vec<_>>().join(", "),
+        selected.join(", "),
+        arrays.join(", "),
+        names.join(", "),
+        upsert_updates("EXCLUDED")
+    )
+});
+
+fn sql_type(field: &wire::Field) -> &'static str {
+    match field.json_type {
+        JsonType::String => "text",
+        JsonType::Int => "bigint",
+    }
+}
 
 /// Any constant works as long as every collector uses the same one.
 const MIGRATION_LOCK: i64 = 0x7375_7276_6579_6401; // "surveyd\x01"
@@ -188,91 +207,73 @@ impl Postgres {
         let mut idx: Vec<usize> = last.into_values().collect();
         idx.sort_unstable();
         let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
-        let text = |f: fn(&super::Report) -> Option<&str>| -> Vec<Option<&str>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
-        let count = |f: fn(&super::Report) -> Option<i64>| -> Vec<Option<i64>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
         let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
         let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+        let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
+            .enumerate()
+            .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
+                match field.json_type {
+                    JsonType::String => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match &r.values[i] {
+                                Some(Value::Text(t)) => Some(t.as_str()),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    JsonType::Int => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match r.values[i] {
+                                Some(Value::Count(n)) => Some(n),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            })
+            .collect();
         let now = unix_now();
         let stmt = match &self.upsert {
             Some(s) => s.clone(),
             None => {
-                let s = self.client.prepare(UPSERT).await?;
+                let s = self.client.prepare(UPSERT.as_str()).await?;
                 self.upsert = Some(s.clone());
                 s
             }
         };
-        self.client
-            .execute(
-                &stmt,
-                &[
-                    &now,
-                    &uid,
-                    &text(|r| r.machine_id_sha256.as_deref()),
-                    &text(|r| r.server_guid_sha256.as_deref()),
-                    &count(|r| r.usercnt_active),
-                    &count(|r| r.usercnt_contact),
-                    &count(|r| r.usercnt_equipment),
-                    &count(|r| r.usercnt_na_user),
-                    &count(|r| r.usercnt_nonactive),
-                    &text(|r| r.userplugin.as_deref()),
-                    &text(|r| r.osrelease.as_deref()),
-                    &text(|r| r.utsname.as_deref()),
-                    &text(|r| r.program_name.as_deref()),
-                    &text(|r| r.program_version.as_deref()),
-                    &flags,
-                    &count(|r| r.usercnt_room),
-                    &text(|r| r.attachment_storage.as_deref()),
-                ],
-            )
-            .await?;
+        let fixed: [&(dyn ToSql + Sync); 3] = [&now, &uid, &flags];
+        let params: Vec<&(dyn ToSql + Sync)> = fixed
+            .into_iter()
+            .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
+            .collect();
+        self.client.execute(&stmt, &params).await?;
         Ok(())
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
         let rows = self
             .client
-            .query(SELECT_ROWS, &[])
+            .query(SELECT_ROWS.as_str(), &[])
             .await
             .map_err(err("reading the table"))?;
-        Ok(rows
-            .iter()
-            .map(|r| Row {
-                uid: r.get(0),
-                machine_id_sha256: r.get(1),
-                server_guid_sha256: r.get(2),
-                first_seen: r.get(3),
-                last_update: r.get(4),
-                usercnt_active: r.get(5),
-                usercnt_contact: r.get(6),
-                usercnt_equipment: r.get(7),
-                usercnt_na_user: r.get(8),
-                usercnt_nonactive: r.get(9),
-                userplugin: r.get(10),
-                osrelease: r.get(11),
-                utsname: r.get(12),
-                program_name: r.get(13),
-                program_version: r.get(14),
-                flags: i64::from(r.get::<_, i32>(15)),
-                usercnt_room: r.get(16),
-                attachment_storage: r.get(17),
-            })
-            .collect())
+        Ok(rows.iter().map(read_row).collect())
     }
 
     pub async fn stats(&self, cutoffs: [i64; 3]) -> Result<Stats, StoreError> {
         let e = err("computing stats");
         let t = self
             .client
-            .query_one(SELECT_TOTALS, &[&cutoffs[0], &cutoffs[1], &cutoffs[2]])
+            .query_one(
+                SELECT_TOTALS.as_str(),
+                &[&cutoffs[0], &cutoffs[1], &cutoffs[2]],
+            )
             .await
             .map_err(&e)?;
         let by_version = self
             .client
-            .query(SELECT_BY_VERSION, &[&cutoffs[2]])
+            .query(SELECT_BY_VERSION.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()
@@ -280,7 +281,7 @@ impl Postgres {
             .collect();
         let by_osrelease = self
             .client
-            .query(SELECT_BY_OSRELEASE, &[&cutoffs[2]])
+            .query(SELECT_BY_OSRELEASE.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()
@@ -295,5 +296,28 @@ impl Postgres {
             by_version,
             by_osrelease,
         })
+    }
+}
+
+/// A row of [`SELECT_ROWS`], which lists the columns in table order.
+fn read_row(r: &tokio_postgres::Row) -> Row {
+    let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut values = Vec::with_capacity(wire::TABLE.len());
+    for (i, column) in wire::TABLE.iter().enumerate() {
+        match column {
+            Column::Uid => uid = r.get(i),
+            Column::FirstSeen => first_seen = r.get(i),
+            Column::LastUpdate => last_update = r.get(i),
+            Column::Flags => flags = i64::from(r.get::<_, i32>(i)),
+            Column::Field(f) => values.push(match f.json_type {
+                JsonType::String => r.get::<_, Option<String>>(i).map(Value::Text),
+                JsonType::Int => r.get::<_, Option<i64>>(i).map(Value::Count),
+            }),
+        }
+    }
+    Row {
+        first_seen,
+        last_update,
+        report: Report { uid, flags, values },
     }
 }

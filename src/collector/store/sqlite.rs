@@ -4,32 +4,56 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 use tokio::sync::mpsc;
 
+use crate::collector::ingest::{Report, Value};
+use crate::wire::{self, Column, JsonType};
+
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, Job, Row, Stats,
+    StoreError, WriterHealth, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
+    SELECT_ROWS, SELECT_TOTALS,
 };
 
-const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
-    first_seen, last_update, usercnt_active, usercnt_contact, usercnt_equipment, \
-    usercnt_na_user, usercnt_nonactive, userplugin, osrelease, utsname, program_name, \
-    program_version, flags, usercnt_room, attachment_storage) \
-    VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
-    ON CONFLICT (uid) DO UPDATE SET machine_id_sha256 = excluded.machine_id_sha256, \
-    server_guid_sha256 = excluded.server_guid_sha256, last_update = excluded.last_update, \
-    usercnt_active = excluded.usercnt_active, usercnt_contact = excluded.usercnt_contact, \
-    usercnt_equipment = excluded.usercnt_equipment, usercnt_na_user = excluded.usercnt_na_user, \
-    usercnt_nonactive = excluded.usercnt_nonactive, userplugin = excluded.userplugin, \
-    osrelease = excluded.osrelease, utsname = excluded.utsname, \
-    program_name = excluded.program_name, program_version = excluded.program_version, \
-    flags = excluded.flags, usercnt_room = excluded.usercnt_room, \
-    attachment_storage = excluded.attachment_storage";
+/// `?1` the uid, `?2` the time, `?3` the flags, then one parameter per
+/// stored field.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let mut field = 3;
+    let values: Vec<String> = wire::TABLE
+        .iter()
+        .map(|c| match c {
+            Column::Uid => "?1".to_owned(),
+            Column::FirstSeen | Column::LastUpdate => "?2".to_owned(),
+            Column::Flags => "?3".to_owned(),
+            Column::Field(_) => {
+                field += 1;
+                format!("?{field}")
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO installations ({}) VALUES ({}) ON CONFLICT (uid) DO UPDATE SET {}",
+        columns().collect::<Vec<_>>().join(", "),
+        values.join(", "),
+        upsert_updates("excluded")
+    )
+});
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Value::Text(t) => t.to_sql(),
+            Value::Count(n) => n.to_sql(),
+        }
+    }
+}
 
 /// How often the checkpointer copies committed WAL frames back into the
 /// database file.
@@ -194,27 +218,11 @@ impl Sqlite {
         let now = unix_now();
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(UPSERT)?;
+            let mut stmt = tx.prepare_cached(&UPSERT)?;
             for Job { report: r, .. } in jobs {
-                stmt.execute(params![
-                    r.uid,
-                    r.machine_id_sha256,
-                    r.server_guid_sha256,
-                    now,
-                    r.usercnt_active,
-                    r.usercnt_contact,
-                    r.usercnt_equipment,
-                    r.usercnt_na_user,
-                    r.usercnt_nonactive,
-                    r.userplugin,
-                    r.osrelease,
-                    r.utsname,
-                    r.program_name,
-                    r.program_version,
-                    r.flags,
-                    r.usercnt_room,
-                    r.attachment_storage,
-                ])?;
+                let fixed: [&dyn ToSql; 3] = [&r.uid, &now, &r.flags];
+                let values = r.values.iter().map(|v| v as &dyn ToSql);
+                stmt.execute(params_from_iter(fixed.into_iter().chain(values)))?;
             }
         }
         tx.commit()
@@ -222,31 +230,8 @@ impl Sqlite {
 
     pub fn rows(&self) -> Result<Vec<Row>, StoreError> {
         let e = err("reading the table");
-        let mut stmt = self.conn.prepare(SELECT_ROWS).map_err(&e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Row {
-                    uid: r.get(0)?,
-                    machine_id_sha256: r.get(1)?,
-                    server_guid_sha256: r.get(2)?,
-                    first_seen: r.get(3)?,
-                    last_update: r.get(4)?,
-                    usercnt_active: r.get(5)?,
-                    usercnt_contact: r.get(6)?,
-                    usercnt_equipment: r.get(7)?,
-                    usercnt_na_user: r.get(8)?,
-                    usercnt_nonactive: r.get(9)?,
-                    userplugin: r.get(10)?,
-                    osrelease: r.get(11)?,
-                    utsname: r.get(12)?,
-                    program_name: r.get(13)?,
-                    program_version: r.get(14)?,
-                    flags: r.get(15)?,
-                    usercnt_room: r.get(16)?,
-                    attachment_storage: r.get(17)?,
-                })
-            })
-            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(&SELECT_ROWS).map_err(&e)?;
+        let rows = stmt.query_map([], read_row).map_err(&e)?;
         rows.collect::<Result<_, _>>().map_err(&e)
     }
 
@@ -254,17 +239,20 @@ impl Sqlite {
         let e = err("computing stats");
         let (total, seen_24h, seen_7d, seen_30d, active_users_30d) = self
             .conn
-            .query_row(SELECT_TOTALS, cutoffs, |r| {
+            .query_row(SELECT_TOTALS.as_str(), cutoffs, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_VERSION).map_err(&e)?;
+        let mut stmt = self.conn.prepare(SELECT_BY_VERSION.as_str()).map_err(&e)?;
         let by_version = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(&e)?
             .collect::<Result<_, _>>()
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_OSRELEASE).map_err(&e)?;
+        let mut stmt = self
+            .conn
+            .prepare(SELECT_BY_OSRELEASE.as_str())
+            .map_err(&e)?;
         let by_osrelease = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&e)?
@@ -280,6 +268,29 @@ impl Sqlite {
             by_osrelease,
         })
     }
+}
+
+/// A row of [`SELECT_ROWS`], which lists the columns in table order.
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut values = Vec::with_capacity(wire::TABLE.len());
+    for (i, column) in wire::TABLE.iter().enumerate() {
+        match column {
+            Column::Uid => uid = r.get(i)?,
+            Column::FirstSeen => first_seen = r.get(i)?,
+            Column::LastUpdate => last_update = r.get(i)?,
+            Column::Flags => flags = r.get(i)?,
+            Column::Field(f) => values.push(match f.json_type {
+                JsonType::String => r.get::<_, Option<String>>(i)?.map(Value::Text),
+                JsonType::Int => r.get::<_, Option<i64>>(i)?.map(Value::Count),
+            }),
+        }
+    }
+    Ok(Row {
+        first_seen,
+        last_update,
+        report: Report { uid, flags, values },
+    })
 }
 
 /// Take the exclusive serving lock on the database file, or say who to
@@ -353,5 +364,43 @@ impl Drop for Checkpointer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adding a field to the wire table without a migration (or a
+    /// migration without the table entry) breaks this, not production.
+    #[test]
+    fn migrated_schema_has_exactly_the_columns_wire_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db"), Access::Serve).unwrap();
+        let mut stmt = db
+            .conn
+            .prepare("SELECT name, type FROM pragma_table_info('installations') ORDER BY cid")
+            .unwrap();
+        let schema: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let wanted: Vec<(String, String)> = wire::TABLE
+            .iter()
+            .map(|c| {
+                let sql_type = match c {
+                    Column::Uid => "TEXT",
+                    Column::FirstSeen | Column::LastUpdate => "BIGINT",
+                    Column::Flags => "INTEGER",
+                    Column::Field(f) => match f.json_type {
+                        JsonType::String => "TEXT",
+                        JsonType::Int => "BIGINT",
+                    },
+                };
+                (c.name().to_owned(), sql_type.to_owned())
+            })
+            .collect();
+        assert_eq!(schema, wanted);
     }
 }

@@ -29,6 +29,7 @@ use crate::daemon::settings::{FactSource, Loaded, Settings};
 use crate::daemon::state;
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
+use crate::wire;
 
 use bounded::off_loop;
 use sources::{SourceFacts, MAX_SOURCE_OUTPUT};
@@ -52,7 +53,7 @@ pub fn load_settings(path: &Path) -> Result<Loaded, ConfigError> {
 /// so a device named there is not even touched.
 pub fn input_file_problems(settings: &Settings) -> Vec<String> {
     let mut files = Vec::new();
-    if !settings.omit.contains("machine_id_hash") {
+    if !settings.omit.contains(wire::MACHINE_ID_HASH.name) {
         files.push((
             "surveyclient_machine_id_file",
             settings.machine_id_file.as_path(),
@@ -113,8 +114,9 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
     let mut facts = Facts::default();
 
     let local = {
-        let machine_id_file = wanted("machine_id_hash").then(|| settings.machine_id_file.clone());
-        let os_root = wanted("osrelease").then(|| os_root.to_path_buf());
+        let machine_id_file =
+            wanted(wire::MACHINE_ID_HASH.name).then(|| settings.machine_id_file.clone());
+        let os_root = wanted(wire::OSRELEASE.name).then(|| os_root.to_path_buf());
         off_loop(
             "the machine id and os-release",
             settings.timeout,
@@ -131,7 +133,7 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
             Some(Some(name)) => {
                 facts
                     .values
-                    .insert("osrelease".into(), FactValue::Text(name));
+                    .insert(wire::OSRELEASE.name.into(), FactValue::Text(name));
             }
             Some(None) => warn!(
                 "no usable os-release, lsb-release or distribution release file found; osrelease is left out"
@@ -139,9 +141,11 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
             None => {}
         }
     }
-    if wanted("utsname") {
+    if wanted(wire::UTSNAME.name) {
         if let Some(text) = system::utsname() {
-            facts.values.insert("utsname".into(), FactValue::Text(text));
+            facts
+                .values
+                .insert(wire::UTSNAME.name.into(), FactValue::Text(text));
         }
     }
 
@@ -166,7 +170,7 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
         }
     }
 
-    if wanted("server_guid_hash") {
+    if wanted(wire::SERVER_GUID_HASH.name) {
         // With kopano-mysql the database holds the installation's GUID; a
         // generated one in its place (database down, row missing) would
         // make the collector count a second installation.

@@ -14,6 +14,7 @@ use super::bounded::off_loop;
 use crate::daemon::payload::{field_spec, FactValue, FieldType};
 use crate::privacy::RawId;
 use crate::safe_fs;
+use crate::wire;
 
 /// Largest output accepted from a fact source (a command's stdout or a
 /// `file:`); more is a broken source.
@@ -174,9 +175,16 @@ pub fn parse_source_output(bytes: &[u8]) -> Result<(SourceFacts, Vec<String>), S
             }
             continue;
         }
-        let spec = match key.as_str() {
-            "machine_id_hash" | "server_guid_hash" | "id_scheme" => None,
-            _ => field_spec(&key),
+        // Hashes and their scheme are surveyd's to compute, never a source's.
+        let computed = [
+            wire::MACHINE_ID_HASH,
+            wire::SERVER_GUID_HASH,
+            wire::ID_SCHEME,
+        ];
+        let spec = if computed.iter().any(|f| f.name == key) {
+            None
+        } else {
+            field_spec(&key)
         };
         let Some((kind, _)) = spec else {
             problems.push(format!("unknown fact {key:?} ignored"));

@@ -9,6 +9,7 @@ use tracing::warn;
 use crate::daemon::settings::Settings;
 use crate::privacy::RawId;
 use crate::safe_fs::{self, ReadError, ReadErrorKind};
+use crate::wire;
 
 /// Largest machine id file: 33 bytes in practice, with room for white space.
 pub const MAX_MACHINE_ID_BYTES: u64 = 4096;
@@ -99,10 +100,10 @@ pub fn utsname() -> Option<String> {
 /// them: the server program, its user plugin and attachment storage.
 pub fn static_facts(settings: &Settings) -> Vec<(&'static str, String)> {
     [
-        ("program_name", &settings.program_name),
-        ("program_version", &settings.program_version),
-        ("userplugin", &settings.user_plugin),
-        ("attachment_storage", &settings.attachment_storage),
+        (wire::PROGRAM_NAME.name, &settings.program_name),
+        (wire::PROGRAM_VERSION.name, &settings.program_version),
+        (wire::USERPLUGIN.name, &settings.user_plugin),
+        (wire::ATTACHMENT_STORAGE.name, &settings.attachment_storage),
     ]
     .into_iter()
     .filter_map(|(name, value)| Some((name, value.clone()?)))
