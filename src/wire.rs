@@ -263,8 +263,15 @@ pub const USERCNT_NA_USER: Field = count("usercnt_na_user", "Number of non-activ
 pub const USERCNT_NONACTIVE: Field =
     count("usercnt_nonactive", "Number of total non-active objects");
 pub const USERCNT_ROOM: Field = count("usercnt_room", "Number of rooms");
+/// Schema 3. Only surveyd sends it: upstream clients know schema 2 alone.
+pub const CPU_COUNT: Field = Field {
+    since: 3,
+    sender: Sender::Surveyd,
+    ..count("cpu_count", "Number of CPUs the server can use")
+};
 
-/// Every field of the version-2 payload.
+/// Every field of the version-2 payload, each introduced by the
+/// [`SCHEMA`] in its `since`.
 pub const FIELDS: &[Field] = &[
     MACHINE_ID_HASH,
     SERVER_GUID_HASH,
@@ -283,6 +290,7 @@ pub const FIELDS: &[Field] = &[
     USERCNT_NA_USER,
     USERCNT_NONACTIVE,
     USERCNT_ROOM,
+    CPU_COUNT,
 ];
 
 const fn surveyd_field_count() -> usize {
@@ -360,6 +368,7 @@ pub const TABLE: &[Column] = &[
     Column::Flags,
     Column::Field(&USERCNT_ROOM),
     Column::Field(&ATTACHMENT_STORAGE),
+    Column::Field(&CPU_COUNT),
 ];
 
 /// The payload fields the table stores, in table order: what position `i`

@@ -313,7 +313,8 @@ fn root_answers_in_the_service_users_state_dir_as_that_user() {
 
 #[test]
 fn the_collector_refuses_a_field_newer_than_the_schema_its_sender_acknowledged() {
-    let collector = Collector::start(&Backend::sqlite());
+    let backend = Backend::sqlite();
+    let collector = Collector::start(&backend);
     let hashed = systemd_app_specific(RAW_MACHINE_ID, APP_ID);
     let body = |acknowledged: Option<u32>| {
         let mut body = serde_json::json!({

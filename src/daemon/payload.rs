@@ -117,7 +117,7 @@ pub struct PayloadOptions {
 /// not cover: those it does not name, and those introduced after it (a
 /// name a later version reused cannot be acknowledged in advance).
 pub fn not_acknowledged(fields: &[String], schema: u32) -> BTreeSet<String> {
-    FIELD_NAMES
+    wire::SURVEYD_FIELD_NAMES
         .iter()
         .filter_map(|name| sendable(name))
         .filter(|field| field.since > schema || !fields.iter().any(|f| f == field.name))
@@ -128,7 +128,7 @@ pub fn not_acknowledged(fields: &[String], schema: u32) -> BTreeSet<String> {
 /// What `surveyd consent yes` acknowledges: every field surveyd sends at
 /// this [`wire::SCHEMA`] except those in `omit`.
 pub fn acknowledgeable(omit: &BTreeSet<String>) -> Vec<String> {
-    FIELD_NAMES
+    wire::SURVEYD_FIELD_NAMES
         .iter()
         .filter(|name| !omit.contains(**name))
         .map(|name| name.to_string())

@@ -28,7 +28,8 @@ pub fn columns() -> impl Iterator<Item = &'static str> {
 
 /// Schema migrations, in order; `schema_version` holds how many have run.
 /// Each is plain SQL that SQLite and PostgreSQL both accept.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE installations (
     uid                TEXT NOT NULL PRIMARY KEY,
     machine_id_sha256  TEXT,
@@ -49,7 +50,11 @@ CREATE TABLE installations (
     usercnt_room       BIGINT,
     attachment_storage TEXT
 );
-"];
+",
+    "
+ALTER TABLE installations ADD COLUMN cpu_count BIGINT;
+",
+];
 // No index on last_update: every report moves it, so such an index costs
 // two extra random page writes per report, while only the occasional
 // `stats` would read it (a full scan of a million rows takes well under a

@@ -14,20 +14,20 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::daemon::audit::{AuditError, LogDir};
-use crate::daemon::payload::{self, FIELD_NAMES};
+use crate::daemon::payload;
 use crate::daemon::report::{self, Mode};
 use crate::daemon::settings::Settings;
 use crate::daemon::state::{self, Consent, ConsentMode};
 use crate::exit;
 use crate::sys::{Failure, Runtime};
 use crate::wire;
+use crate::wire::SURVEYD_FIELD_NAMES as FIELD_NAMES;
 
 use super::act_as_owner_of;
 
-/// The fields that describe how identifiers were hashed: sent whenever a
-/// hashed identifier is, since the collector cannot read one without it.
-const HASHED_IDS: &[&str] = &["machine_id_hash", "server_guid_hash"];
-const ID_SCHEME: &str = "id_scheme";
+/// The hashed identifiers: `id_scheme`, which says how they were hashed,
+/// is sent whenever one is, since the collector cannot read one without it.
+const HASHED_IDS: &[&str] = &[wire::MACHINE_ID_HASH.name, wire::SERVER_GUID_HASH.name];
 
 /// How long to wait for the audit log's lock before leaving the record to
 /// its holder: the running service holds it for good, a `surveyd send`
@@ -259,7 +259,7 @@ fn chosen_fields(names: &[String]) -> Result<Vec<String>, Failure> {
         ));
     }
     if HASHED_IDS.iter().any(|id| chosen.contains(id)) {
-        chosen.insert(ID_SCHEME);
+        chosen.insert(wire::ID_SCHEME.name);
     }
     Ok(FIELD_NAMES
         .iter()
