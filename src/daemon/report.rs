@@ -123,7 +123,7 @@ pub fn record_consent(audit: &mut AuditLog, consent: &Consent) -> Result<u64, Au
         &consent.url,
     )?;
     info!(
-        "audit entry {seq}: consent to {} ({} field(s) of schema {}) answered at {}",
+        "audit entry {seq}: the admin's consent answer `{}` ({} field(s) of schema {}), given at {}",
         consent.mode.name(),
         consent.fields.len(),
         consent.schema,

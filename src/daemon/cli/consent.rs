@@ -141,16 +141,20 @@ pub(super) fn show(settings: &Settings, as_json: bool) -> Result<(), Failure> {
              value:\n",
             wire::SCHEMA
         ));
-        for f in &pending {
+        let described: Vec<String> = pending
+            .iter()
+            .map(|f| format!("{} (schema {})", f.desc, f.since))
+            .collect();
+        let width = described.iter().map(String::len).max().unwrap_or(0);
+        for (f, description) in pending.iter().zip(&described) {
             let value = match example(f.name) {
                 Some(Value::String(text)) => printable(&text),
                 Some(other) => other.to_string(),
                 None => "(none on this machine)".to_string(),
             };
             out.push_str(&format!(
-                "  {:<20} {:<42} {value}\n",
-                f.name,
-                format!("{} (since {})", f.desc, f.since)
+                "  {:<20} {description:<width$}  {value}\n",
+                f.name
             ));
         }
     }
