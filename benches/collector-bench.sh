@@ -66,6 +66,7 @@ collector_config() {
   cat >"$work/$1.toml" <<TOML
 listen = "127.0.0.1:0"
 database = "$2"
+receipt_key = "$work/$1-receipt-key.pk8"
 # wrk's connections all come from one address: CONNS up to 4096.
 max_connections_per_source = 4096
 [rate_limit]

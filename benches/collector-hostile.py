@@ -52,7 +52,8 @@ def start(binary, workdir, name, extra=""):
     config = os.path.join(workdir, f"{name}.toml")
     with open(config, "w") as f:
         f.write(
-            f'listen = "127.0.0.1:0"\ndatabase = "{workdir}/{name}.db"\n{extra}'
+            f'listen = "127.0.0.1:0"\ndatabase = "{workdir}/{name}.db"\n'
+            f'receipt_key = "{workdir}/{name}-receipt-key.pk8"\n{extra}'
             "[rate_limit]\nenabled = false\n"
         )
     log = open(os.path.join(workdir, f"{name}.log"), "w+")

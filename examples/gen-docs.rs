@@ -435,15 +435,37 @@ fn surveyd_program() -> Program {
 }
 
 fn collector_program() -> Program {
-    use surveyd::collector::{self, config, ingest};
+    use surveyd::collector::{self, config, ingest, receipt_key};
     let mut extra = Roff::new();
     let service = format!(
         "The package runs `surveyd-collector serve` as the systemd service \
          surveyd-collector.service, enabled and started on installation. It \
          accepts reports with `POST` on `{}` (and on the configured `path`) and \
-         answers 204; a bad request gets a 4xx answer and changes nothing. Client \
-         addresses are kept in memory for the rate limit only, never stored.",
+         answers 200 with a signed receipt once the report is committed; a bad \
+         request gets a 4xx answer and changes nothing. Client addresses are kept \
+         in memory for the rate limit only, never stored.",
         config::STANDARD_PATH
+    );
+    let receipts = format!(
+        "Every stored report and every deletion is answered with a JSON receipt \
+         signed with the collector's Ed25519 key: the kind (`stored` or `deleted`), \
+         the installation's uid, the SHA-256 of the request body, the time and the \
+         key id. The key lives in `receipt_key` (default `{}`, mode 0600); `serve` \
+         creates it on first start and logs its public key, `surveyd-collector key` \
+         prints it: publish it, installations set it as `surveyclient_collector_key`. \
+         A key file that is a link, not a regular file, readable by group or others, \
+         or not an Ed25519 PKCS#8 key stops the service (exit 78) and is never \
+         replaced. Collectors sharing one database share the key file.",
+        receipt_key::DEFAULT_PATH
+    );
+    let deletion = format!(
+        "`POST {}` with `{{\"uid\":HEX64,\"secret\":HEX64}}` deletes an installation's \
+         row if the SHA-256 of the secret equals the commitment its reports carried \
+         (the first one stored is kept); it answers 200 with a `deleted` receipt, \
+         also when there is no such row (deleting twice is harmless), and 403 with \
+         nothing changed when the secret does not match or the row has no \
+         commitment. Neither the uid nor the secret is logged.",
+        surveyd::wire::DELETE_PATH
     );
     section(
         &mut extra,
@@ -454,6 +476,18 @@ fn collector_program() -> Program {
              the body size limit, the rate limit and the TLS certificate; other \
              settings need a restart. The service logs to the journal: \
              `journalctl -u surveyd-collector`.",
+        ],
+    );
+    section(
+        &mut extra,
+        "RECEIPTS AND DELETION",
+        &[
+            &receipts,
+            &deletion,
+            "To rotate the key: `surveyd-collector key --generate --file NEW` prints \
+             the new public key; publish both keys (installations accept either); \
+             point `receipt_key` at NEW and restart the collectors; later publish \
+             the new key alone.",
         ],
     );
     list_section(
@@ -503,8 +537,16 @@ fn collector_program() -> Program {
                 "The listening socket or another system resource could not be had.".into(),
             ),
             (
+                exit::CANTCREAT.to_string(),
+                "The receipt key could not be created (or `key --generate` found one \
+                 already there)."
+                    .into(),
+            ),
+            (
                 exit::CONFIG.to_string(),
-                "The configuration is invalid; the message says where.".into(),
+                "The configuration is invalid, or the receipt key is missing (for `key`), \
+                 unsafe or unreadable; the message says where."
+                    .into(),
             ),
         ],
     );
@@ -531,6 +573,12 @@ fn collector_program() -> Program {
             (
                 "/var/lib/surveyd-collector/surveys.db".into(),
                 "The default SQLite database of installations. Kept when the \
+                 package is removed, deleted when it is purged."
+                    .into(),
+            ),
+            (
+                receipt_key::DEFAULT_PATH.into(),
+                "The default receipt key (Ed25519, PKCS#8, mode 0600). Kept when the \
                  package is removed, deleted when it is purged."
                     .into(),
             ),

@@ -330,6 +330,9 @@ pub enum Column {
     LastUpdate,
     /// The `FLAG_*` bits.
     Flags,
+    /// The first [`deletion_commitment`] a report of the installation
+    /// carried: what a deletion request must prove (collector only).
+    DeletionCommitment,
     /// What this payload field held, as validated.
     Field(&'static Field),
 }
@@ -341,6 +344,7 @@ impl Column {
             Column::FirstSeen => "first_seen",
             Column::LastUpdate => "last_update",
             Column::Flags => "flags",
+            Column::DeletionCommitment => "deletion_commitment",
             Column::Field(f) => f.column.expect("TABLE lists only fields with a column"),
         }
     }
@@ -368,6 +372,7 @@ pub const TABLE: &[Column] = &[
     Column::Flags,
     Column::Field(&USERCNT_ROOM),
     Column::Field(&ATTACHMENT_STORAGE),
+    Column::DeletionCommitment,
     Column::Field(&CPU_COUNT),
 ];
 
@@ -531,6 +536,27 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// The installation key, computed by the collector for every report and
+/// by surveyd for the deletion request it sends: lowercase hex SHA-256
+/// over the machine id hash, a newline, the server GUID hash, a newline
+/// and the program name (a missing part counts as the empty string).
+/// Newline cannot occur in any part, so the concatenation is unambiguous.
+pub fn installation_uid(
+    machine_id_sha256: Option<&str>,
+    server_guid_sha256: Option<&str>,
+    program_name: Option<&str>,
+) -> String {
+    sha256_hex(
+        format!(
+            "{}\n{}\n{}",
+            machine_id_sha256.unwrap_or(""),
+            server_guid_sha256.unwrap_or(""),
+            program_name.unwrap_or("")
+        )
+        .as_bytes(),
+    )
+}
+
 /// What a report carries so that only its installation can later have its
 /// row deleted: the SHA-256 of the deletion secret (the secret itself is
 /// revealed only in the deletion request).
@@ -541,6 +567,14 @@ pub fn deletion_commitment(secret: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uid_is_sha256_of_newline_joined_parts() {
+        assert_eq!(
+            installation_uid(Some("a"), None, Some("p")),
+            sha256_hex(b"a\n\np")
+        );
+    }
 
     #[test]
     fn names_are_unique_and_every_field_is_typed_consistently() {

@@ -21,8 +21,8 @@ fn two_installations(c: &Collector) {
         "8.7.80",
         30,
     );
-    assert_eq!(c.post(&a).status, 204);
-    assert_eq!(c.post(&b).status, 204);
+    assert_eq!(c.post(&a).status, 200);
+    assert_eq!(c.post(&b).status, 200);
 }
 
 #[test]

@@ -81,14 +81,14 @@ fn idle_connections_past_the_per_source_cap_are_shed_and_another_source_is_serve
         .map(|_| TcpStream::connect(c.addr).unwrap())
         .collect();
     let r = post_from("127.0.0.2", &c, &report_body(1));
-    assert_eq!(r.status, 204, "another source is served: {r:?}");
+    assert_eq!(r.status, 200, "another source is served: {r:?}");
     assert_eq!(answered(&mut idle), (40, 20), "(shed, held)");
     drop(idle);
     // The slots come back once the idle clients leave.
     let deadline = Instant::now() + PATIENCE;
     loop {
         let r = post_from("127.0.0.1", &c, &report_body(2));
-        if r.status == 204 {
+        if r.status == 200 {
             break;
         }
         assert_eq!(r.status, 503, "{r:?}");
@@ -113,7 +113,7 @@ fn with_few_file_descriptors_one_source_cannot_exhaust_them() {
         .map(|_| TcpStream::connect(c.addr).unwrap())
         .collect();
     let r = post_from("127.0.0.2", &c, &report_body(1));
-    assert_eq!(r.status, 204, "another source is served: {r:?}");
+    assert_eq!(r.status, 200, "another source is served: {r:?}");
     assert_eq!(answered(&mut idle), (252, 48), "(shed, held)");
     drop(idle);
     let (status, output) = c.stop();
@@ -212,13 +212,13 @@ fn bodies_past_the_memory_budget_get_503_and_memory_stays_bounded() {
         s.set_nonblocking(false).unwrap();
         s.write_all(&bodies[*i][1000..]).unwrap();
         let head = read_head(s);
-        assert!(head.starts_with("HTTP/1.1 204 "), "{head}");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     }
     assert_eq!(c.rows().len(), 16);
     let rss = c.rss_kib();
     assert!(rss < 96 * 1024, "VmRSS {rss} KiB");
     let r = c.post(&report_body(99));
-    assert_eq!(r.status, 204, "the budget is free again: {r:?}");
+    assert_eq!(r.status, 200, "the budget is free again: {r:?}");
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn csv_defuses_formulas_and_bidi_text_is_refused() {
         let formula = "=HYPERLINK(\"http://evil.example/\",\"update\")";
         let body = upstream_payload(RAW_MID, RAW_GUID, 4)
             .replace("\"8.7.80\"", &serde_json::to_string(formula).unwrap());
-        assert_eq!(c.post(&body).status, 204, "{}", backend.name());
+        assert_eq!(c.post(&body).status, 200, "{}", backend.name());
         let csv = run_cli(&c.config_path, &["report", "--format", "csv"]);
         assert!(csv.status.success(), "{}", csv.stderr);
         assert!(
@@ -300,7 +300,7 @@ fn compressed_bodies_are_answered_415() {
         ],
         body.as_bytes(),
     );
-    assert_eq!(r.status, 204, "identity is no encoding: {r:?}");
+    assert_eq!(r.status, 200, "identity is no encoding: {r:?}");
     assert_eq!(c.rows().len(), 1);
 }
 
@@ -402,7 +402,7 @@ fn a_second_collector_on_the_same_sqlite_file_exits_with_a_clear_message() {
     );
     assert_eq!(
         first.post(&report_body(1)).status,
-        204,
+        200,
         "the first keeps serving"
     );
     let (status, _) = first.stop();
@@ -417,7 +417,7 @@ fn go_clients_placeholder_guid_is_stored_as_no_guid() {
     for_each_backend("go_no_guid", |backend| {
         let c = Collector::start(&backend);
         let r = c.post(&upstream_payload(RAW_MID, GO_NO_GUID, 3));
-        assert_eq!(r.status, 204, "{}: {r:?}", backend.name());
+        assert_eq!(r.status, 200, "{}: {r:?}", backend.name());
         let rows = c.rows();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];

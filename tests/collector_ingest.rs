@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use surveyd::collector::report::rfc3339;
+use surveyd::wire::receipt::Kind;
 
 const APP_MID: &str = "0f1e2d3c4b5a49788796a5b4c3d2e1f0";
 const APP_GUID: &str = "a1b2c3d4e5f647089a1b2c3d4e5f6a7b";
@@ -20,12 +22,15 @@ const RAW_GUID: &str = "5b7e9c1d-2f3a-4b5c-8d6e-7f8091a2b3c4";
 fn surveyd_payload_lands_a_row() {
     for_each_backend("surveyd_payload_lands_a_row", |backend| {
         let c = Collector::start(&backend);
-        let r = c.post(&surveyd_payload("app-v1", APP_MID, APP_GUID, "10.0.1", 12));
-        assert_eq!(r.status, 204, "{}: {r:?}", backend.name());
+        let body = surveyd_payload("app-v1", APP_MID, APP_GUID, "10.0.1", 12);
+        let r = c.post(&body);
+        let receipt = c.assert_receipt(&r, Kind::Stored, body.as_bytes());
         let rows = c.rows();
         assert_eq!(rows.len(), 1, "{}", backend.name());
         let row = &rows[0];
         assert_eq!(row["uid"], installation_uid(APP_MID, APP_GUID));
+        assert_eq!(row["uid"], receipt.receipt.uid.as_str());
+        assert_eq!(row["last_update"], rfc3339(receipt.receipt.time as i64));
         assert_eq!(row["machine_id_sha256"], APP_MID);
         assert_eq!(row["server_guid_sha256"], APP_GUID);
         assert_eq!(row["flags"], 2, "app-v1 ids are flagged");
@@ -49,10 +54,11 @@ fn upstream_raw_payload_is_hashed_and_stored_nowhere_raw() {
             "written as jsoncpp does"
         );
         let r = c.post(&body);
-        assert_eq!(r.status, 204, "{}: {r:?}", backend.name());
+        let receipt = c.assert_receipt(&r, Kind::Stored, body.as_bytes());
         let rows = c.rows();
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
+        assert_eq!(row["uid"], receipt.receipt.uid.as_str());
         assert_eq!(row["machine_id_sha256"], sha256_hex(RAW_MID));
         assert_eq!(row["server_guid_sha256"], sha256_hex(RAW_GUID));
         assert_eq!(
@@ -111,7 +117,7 @@ fn upstream_raw_payload_is_hashed_and_stored_nowhere_raw() {
 fn second_report_keeps_first_seen_and_moves_last_update() {
     for_each_backend("second_report_keeps_first_seen", |backend| {
         let c = Collector::start(&backend);
-        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 5)).status, 204);
+        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 5)).status, 200);
         let first = c.rows()[0].clone();
         // Timestamps have one-second resolution: wait for the clock to
         // pass the stored second before the next report.
@@ -121,7 +127,7 @@ fn second_report_keeps_first_seen_and_moves_last_update() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 6)).status, 204);
+        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 6)).status, 200);
         let rows = c.rows();
         assert_eq!(rows.len(), 1, "{}: still one installation", backend.name());
         let second = &rows[0];
@@ -152,7 +158,7 @@ fn every_refused_request_leaves_the_table_unchanged() {
                 ..Options::default()
             },
         );
-        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 5)).status, 204);
+        assert_eq!(c.post(&upstream_payload(RAW_MID, RAW_GUID, 5)).status, 200);
         let before = c.rows();
         let json = ("Content-Type", "application/json");
         let marker = ("X-Kopano-Stats-Request", "1");
@@ -283,8 +289,8 @@ fn rate_limit_answers_429_with_retry_after() {
             "1",
             1,
         );
-        assert_eq!(c.post(&body).status, 204);
-        assert_eq!(c.post(&body).status, 204);
+        assert_eq!(c.post(&body).status, 200);
+        assert_eq!(c.post(&body).status, 200);
         let r = c.post(&body);
         assert_eq!(r.status, 429, "{r:?}");
         assert!(
@@ -338,6 +344,6 @@ fn tls_listener_accepts_reports() {
         ],
         body.as_bytes(),
     );
-    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(c.rows().len(), 1);
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use surveyd::daemon::payload::{build, FactValue, Facts, PayloadOptions};
 use surveyd::privacy::{parse_id128, RawId};
+use surveyd::wire::receipt::Kind;
 use surveyd::wire::{self, IdScheme, JsonType};
 
 /// Every field surveyd sends, at its limit: the longest text (two-byte
@@ -66,7 +67,7 @@ fn every_field_surveyd_sends_is_stored_as_sent() {
             );
             let body = String::from_utf8(payload.as_bytes().to_vec()).unwrap();
             let r = c.post(&body);
-            assert_eq!(r.status, 204, "{}: {scheme:?}: {r:?}", backend.name());
+            c.assert_receipt(&r, Kind::Stored, body.as_bytes());
             sent.push((scheme, stats));
         }
         let rows = c.rows();

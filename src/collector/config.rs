@@ -22,6 +22,10 @@ pub struct Config {
     pub database: String,
     #[serde(default = "default_path")]
     pub path: String,
+    /// The Ed25519 key (PKCS#8) that signs every receipt; created by
+    /// `serve` on first start. Collectors sharing one database share it.
+    #[serde(default = "default_receipt_key")]
+    pub receipt_key: PathBuf,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Most connections open at once, in all (kept below the open-file
@@ -72,6 +76,9 @@ fn default_database() -> String {
 }
 fn default_path() -> String {
     STANDARD_PATH.into()
+}
+fn default_receipt_key() -> PathBuf {
+    super::receipt_key::DEFAULT_PATH.into()
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
@@ -206,9 +213,18 @@ impl Config {
             u.parse::<tokio_postgres::Config>()
                 .map_err(|e| format!("database: not a valid PostgreSQL URL: {e}"))?;
         }
+        if self.receipt_key.as_os_str().is_empty() {
+            return Err("receipt_key: must be the path of the receipt key file".into());
+        }
         if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
             return Err(format!(
                 "path: {:?} must be an absolute URL path without query",
+                self.path
+            ));
+        }
+        if self.path == crate::wire::DELETE_PATH {
+            return Err(format!(
+                "path: {:?} is where deletion requests go; choose another path for reports",
                 self.path
             ));
         }
@@ -333,6 +349,10 @@ mod tests {
             Database::Sqlite("/var/lib/surveyd-collector/surveys.db".into())
         );
         assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(
+            c.receipt_key,
+            Path::new("/var/lib/surveyd-collector/receipt-key.pk8")
+        );
         assert!(c.rate_limit.enabled);
     }
 
@@ -365,6 +385,7 @@ mod tests {
                 "tls.cert",
             ),
             ("path = \"api\"", "path"),
+            ("path = \"/api/stats/v1/delete\"", "path"),
             ("max_connections = 1", "max_connections"),
             (
                 "max_connections_per_source = 0",

@@ -1,7 +1,8 @@
 //! The HTTP side of ingest: the accept loop (plain or TLS, HTTP/1.1 with
 //! keep-alive, graceful close on shutdown) and the request handler that
-//! turns a POST into a stored report or a precise 4xx. Handlers log nothing
-//! about a request: no address, no body, no identifier.
+//! turns a POST into a stored report or a deletion, answered with a signed
+//! receipt, or into a precise 4xx. Handlers log nothing about a request:
+//! no address, no body, no identifier, no secret.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -26,11 +27,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, STANDARD_PATH};
-use super::ingest::parse_report;
+use super::ingest::{is_lower_hex64, parse_report, Rejection};
 use super::limits::{BodyBudget, ConnectionCaps, Connections, Shed, Slot};
 use super::ratelimit::RateLimiter;
-use super::store::WriterHandle;
-use crate::wire;
+use super::receipt_key::ReceiptKey;
+use super::store::{Deletion, Done, Work, WriterHandle};
+use crate::wire::{self, receipt::Kind};
 
 /// A client that opens a connection must finish its headers, its TLS
 /// handshake and its body within these.
@@ -95,7 +97,10 @@ pub struct Ingest {
     writer: WriterHandle,
     pub connections: Arc<Connections>,
     bodies: BodyBudget,
+    /// Signs every answer to a stored report or a deletion.
+    key: ReceiptKey,
     pub stored: AtomicU64,
+    pub deleted: AtomicU64,
     pub refused: AtomicU64,
 }
 
@@ -105,6 +110,7 @@ impl Ingest {
         limits: Limits,
         tls: Option<TlsAcceptor>,
         writer: WriterHandle,
+        key: ReceiptKey,
     ) -> Ingest {
         Ingest {
             limits: RwLock::new(Arc::new(limits)),
@@ -112,7 +118,9 @@ impl Ingest {
             writer,
             connections: Connections::new(),
             bodies: BodyBudget::new(config.max_body_memory_bytes),
+            key,
             stored: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
     }
@@ -295,21 +303,45 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     // The peer address stays out of the log: addresses are never recorded.
     tracing::debug!("request {} {}", req.method(), req.uri().path());
-    let resp = respond(&ingest, peer, req).await;
-    let counter = if resp.status() == StatusCode::NO_CONTENT {
-        &ingest.stored
+    let limits = ingest.limits.read().expect("limits lock").clone();
+    let path = req.uri().path();
+    let route = if limits.paths.iter().any(|p| p == path) {
+        Some(Route::Submit)
+    } else if path == wire::DELETE_PATH {
+        Some(Route::Delete)
     } else {
-        &ingest.refused
+        None
+    };
+    let resp = match route {
+        Some(route) => respond(&ingest, &limits, route, peer, req).await,
+        None => early(StatusCode::NOT_FOUND, "not found"),
+    };
+    let counter = match route {
+        _ if resp.status() != StatusCode::OK => &ingest.refused,
+        Some(Route::Delete) => &ingest.deleted,
+        _ => &ingest.stored,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     Ok(resp)
 }
 
-async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let limits = ingest.limits.read().expect("limits lock").clone();
-    if !limits.paths.iter().any(|p| p == req.uri().path()) {
-        return early(StatusCode::NOT_FOUND, "not found");
-    }
+/// What a request asks for: a report to store, or an installation's row
+/// to delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Submit,
+    Delete,
+}
+
+/// Both routes share every check up to the body: method, rate limit,
+/// header, content type, size, memory budget and time.
+async fn respond(
+    ingest: &Ingest,
+    limits: &Limits,
+    route: Route,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         let mut resp = early(StatusCode::METHOD_NOT_ALLOWED, "only POST is allowed here");
         resp.headers_mut()
@@ -386,31 +418,82 @@ async fn respond(ingest: &Ingest, peer: IpAddr, req: Request<Incoming>) -> Respo
         Ok(Err(_)) => return early(StatusCode::BAD_REQUEST, "could not read the request body"),
         Err(_) => return early(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
     };
-    let parsed = parse_report(&body);
+    // The receipt names the exact bytes received.
+    let body_sha256 = wire::sha256_hex(&body);
+    let parsed = match route {
+        Route::Submit => parse_report(&body).map(Work::Store),
+        Route::Delete => parse_deletion(&body).map(Work::Delete),
+    };
     drop(body);
     drop(reservation);
     ingest.bodies.trim_if_idle();
-    let report = match parsed {
-        Ok(r) => r,
+    let work = match parsed {
+        Ok(work) => work,
         Err(reason) => return text(StatusCode::BAD_REQUEST, &reason.0),
     };
-    match ingest.writer.submit(report).await {
-        Ok(()) => {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NO_CONTENT;
-            resp
+    let uid = match &work {
+        Work::Store(report) => report.uid.clone(),
+        Work::Delete(deletion) => deletion.uid.clone(),
+    };
+    let (kind, time) = match ingest.writer.run(work).await {
+        Ok(Done::Stored { time }) => (Kind::Stored, time),
+        Ok(Done::Deleted { time }) => (Kind::Deleted, time),
+        Ok(Done::NotProven) => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "the secret does not match this installation",
+            )
         }
         Err(_) => {
             // The writer already logged why; the client retries later.
+            let what = match route {
+                Route::Submit => "the report could not be stored",
+                Route::Delete => "the deletion could not be carried out",
+            };
             let mut resp = text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the report could not be stored; try again later",
+                &format!("{what}; try again later"),
             );
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("60"));
-            resp
+            return resp;
         }
+    };
+    // Unix time from the writer's clock: never before 1970 on a running
+    // system, and 0 rather than a panic if it were.
+    let time = u64::try_from(time).unwrap_or(0);
+    let signed = ingest.key.sign(kind, &uid, &body_sha256, time);
+    let mut resp = Response::new(Full::new(Bytes::from(signed.to_json())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(wire::CONTENT_TYPE));
+    resp
+}
+
+/// A deletion request's body: exactly `{"uid":HEX64,"secret":HEX64}`. The
+/// refusal never quotes the body: it may hold a real secret.
+fn parse_deletion(body: &[u8]) -> Result<Deletion, Rejection> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        uid: String,
+        secret: String,
     }
+    let shape =
+        || Rejection("a deletion request is {\"uid\":HEX64,\"secret\":HEX64}, nothing else".into());
+    let request: Request = serde_json::from_slice(body).map_err(|_| shape())?;
+    if !is_lower_hex64(&request.uid) {
+        return Err(Rejection("uid: must be 64 lowercase hex digits".into()));
+    }
+    let mut secret = [0u8; 32];
+    if !is_lower_hex64(&request.secret)
+        || hex::decode_to_slice(&request.secret, &mut secret).is_err()
+    {
+        return Err(Rejection("secret: must be 64 lowercase hex digits".into()));
+    }
+    Ok(Deletion {
+        uid: request.uid,
+        commitment: wire::deletion_commitment(&secret),
+    })
 }
 
 /// Every coding listed in these headers is one of `allowed` (any case).

@@ -13,7 +13,6 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::wire::{self, IdScheme};
 
@@ -33,6 +32,9 @@ pub const GO_CLIENT_NO_GUID: &str =
 pub struct Report {
     pub uid: String,
     pub flags: i64,
+    /// The envelope's `commitment`: SHA-256 of the installation's deletion
+    /// secret (64 lowercase hex), which a deletion request must match.
+    pub commitment: Option<String>,
     /// The value of each of [`wire::stored_fields`], in that order.
     pub values: Vec<Option<Value>>,
 }
@@ -74,25 +76,7 @@ fn reject(msg: impl Into<String>) -> Rejection {
     Rejection(msg.into())
 }
 
-pub use crate::wire::sha256_hex;
-
-/// The installation key: lowercase hex SHA-256 over the machine id hash, a
-/// newline, the server GUID hash, a newline and the program name (a missing
-/// part counts as the empty string). Newline cannot occur in any part, so
-/// the concatenation is unambiguous.
-pub fn installation_uid(
-    machine_id_sha256: Option<&str>,
-    server_guid_sha256: Option<&str>,
-    program_name: Option<&str>,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(machine_id_sha256.unwrap_or("").as_bytes());
-    h.update(b"\n");
-    h.update(server_guid_sha256.unwrap_or("").as_bytes());
-    h.update(b"\n");
-    h.update(program_name.unwrap_or("").as_bytes());
-    hex::encode(h.finalize())
-}
+pub use crate::wire::{installation_uid, sha256_hex};
 
 // The payload is read in one pass into the types below, borrowing strings
 // from the body. Their deserializers accept any JSON value and only record
@@ -105,6 +89,7 @@ struct Envelope<'a> {
     version: Option<Field<'a>>,
     acknowledged: Option<Field<'a>>,
     stats: Option<Stats<'a>>,
+    commitment: Option<Field<'a>>,
 }
 
 /// Refuses the first known stat newer than the schema the sender
@@ -294,6 +279,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
                         "version" => env.version = Some(map.next_value()?),
                         wire::ACKNOWLEDGED_KEY => env.acknowledged = Some(map.next_value()?),
                         "stats" => env.stats = Some(map.next_value()?),
+                        "commitment" => env.commitment = Some(map.next_value()?),
                         _ => {
                             map.next_value::<Skipped>()?;
                         }
@@ -438,6 +424,11 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         }
         Some(_) => return Err(reject("\"version\" is not a supported integer")),
     }
+    let commitment = match envelope.commitment {
+        None => None,
+        Some(Field::Str(c)) if is_lower_hex64(&c) => Some(c.into_owned()),
+        Some(_) => return Err(reject("\"commitment\" must be 64 lowercase hex digits")),
+    };
     let mut stats = envelope
         .stats
         .ok_or_else(|| reject("missing \"stats\""))?
@@ -511,6 +502,7 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     let mut report = Report {
         uid: String::new(),
         flags,
+        commitment,
         values,
     };
     report.uid = installation_uid(
@@ -519,6 +511,11 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         report.text(&wire::PROGRAM_NAME),
     );
     Ok(report)
+}
+
+/// 64 lowercase hex digits: a SHA-256 as the contract writes one.
+pub fn is_lower_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Hashes must have exactly the length their scheme produces (the wire
@@ -793,13 +790,5 @@ mod tests {
                 "{bad}: {e}"
             );
         }
-    }
-
-    #[test]
-    fn uid_is_sha256_of_newline_joined_parts() {
-        assert_eq!(
-            installation_uid(Some("a"), None, Some("p")),
-            sha256_hex(b"a\n\np")
-        );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`http`], [`ratelimit`]: the listener and the request handler
 //! - [`limits`]: connection caps and the memory budget for request bodies
 //! - [`store`]: schema, migrations, the batching writer, the reads
+//! - [`receipt_key`]: the Ed25519 key that signs every receipt
 //! - [`report`]: the `report` and `stats` outputs
 //! - [`service`]: the systemd service loop
 
@@ -16,6 +17,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod ratelimit;
+pub mod receipt_key;
 pub mod report;
 pub mod service;
 pub mod store;
@@ -43,7 +45,7 @@ and from kopano-server's built-in survey client (raw identifiers, hashed with SH
 ingest and stored nowhere raw), validates them, and keeps one row per installation in the \
 embedded SQLite database or in PostgreSQL.",
     after_help = "Exit status follows sysexits.h: 0 success, 64 usage error, 69 the database \
-is unavailable, 70 internal error, 71 operating-system error, 78 configuration error.\n\n\
+is unavailable, 70 internal error, 71 operating-system error, 73 a file cannot be created, 78 configuration error.\n\n\
 See surveyd-collector(8) and surveyd(8)."
 )]
 pub struct Cli {
@@ -72,6 +74,26 @@ enum Command {
     },
     /// Print installations seen per period, by version and OS, and active users
     Stats,
+    /// Print the public key that signs receipts, and its key id
+    ///
+    /// The public key (`ed25519:` and 64 hex digits) is what surveyd
+    /// installations configure as `surveyclient_collector_key` to check
+    /// the receipts this collector answers with. The key file is
+    /// `receipt_key` in the configuration; `serve` creates it on first
+    /// start. Without --generate a missing key is an error (exit 78).
+    Key {
+        /// Create the key first (before the first start, for provisioning);
+        /// an existing key is never overwritten
+        #[arg(long)]
+        generate: bool,
+        /// The key file, instead of the configuration's `receipt_key`
+        /// (e.g. a new key being prepared for a rotation)
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Print {"public_key": .., "key_id": .., "file": ..} as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The whole program; `src/bin/surveyd-collector.rs` only calls this.
@@ -109,8 +131,43 @@ pub fn main() -> ExitCode {
             print!("{}", report::stats(&stats));
             Ok(())
         }),
+        Command::Key {
+            generate,
+            file,
+            json,
+        } => key(&cli.config, generate, file, json),
     };
     sys::end_command("surveyd-collector", result)
+}
+
+fn key(config: &Path, generate: bool, file: Option<PathBuf>, json: bool) -> Result<(), Failure> {
+    let path = match file {
+        Some(path) => path,
+        None => {
+            Config::load(config)
+                .map_err(|e| Failure::new(exit::CONFIG, e))?
+                .receipt_key
+        }
+    };
+    let key = if generate {
+        receipt_key::generate(&path)
+    } else {
+        receipt_key::load(&path)
+    }
+    .map_err(|e| Failure::new(e.exit_code(), e))?;
+    let public = key.public();
+    if json {
+        let shown = serde_json::json!({
+            "public_key": public.to_string(),
+            "key_id": public.key_id(),
+            "file": path.display().to_string(),
+        });
+        println!("{shown}");
+    } else {
+        println!("{public}");
+        println!("key id {} ({})", public.key_id(), path.display());
+    }
+    Ok(())
 }
 
 fn check_config(path: &Path) -> Result<(), Failure> {
@@ -143,6 +200,19 @@ fn warnings(config: &Config) -> Vec<String> {
                     dir.display()
                 ));
             }
+        }
+    }
+    if let Some(dir) = config
+        .receipt_key
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        if !dir.is_dir() {
+            out.push(format!(
+                "receipt_key directory {} does not exist yet \
+                 (`serve` creates it with the key on first start)",
+                dir.display()
+            ));
         }
     }
     if !config.rate_limit.enabled {

@@ -98,6 +98,10 @@ fn cells(row: &Row, time: fn(i64) -> String) -> Vec<Cell> {
             Column::FirstSeen => Cell::Text(time(row.first_seen)),
             Column::LastUpdate => Cell::Text(time(row.last_update)),
             Column::Flags => Cell::Number(row.report.flags.to_string()),
+            Column::DeletionCommitment => match &row.report.commitment {
+                Some(c) => Cell::Text(c.clone()),
+                None => Cell::Null,
+            },
             Column::Field(f) => match row.report.value(f) {
                 Some(Value::Text(t)) => Cell::Text(escaped(t).into_owned()),
                 Some(Value::Count(n)) => Cell::Number(n.to_string()),
@@ -112,7 +116,7 @@ fn is_numeric(column: &Column) -> bool {
     match column {
         Column::Flags => true,
         Column::Field(f) => f.json_type == wire::JsonType::Int,
-        Column::Uid | Column::FirstSeen | Column::LastUpdate => false,
+        Column::Uid | Column::FirstSeen | Column::LastUpdate | Column::DeletionCommitment => false,
     }
 }
 
@@ -208,6 +212,7 @@ impl Serialize for JsonRow<'_> {
                 Column::FirstSeen => map.serialize_entry(name, &rfc3339(*first_seen))?,
                 Column::LastUpdate => map.serialize_entry(name, &rfc3339(*last_update))?,
                 Column::Flags => map.serialize_entry(name, &report.flags)?,
+                Column::DeletionCommitment => map.serialize_entry(name, &report.commitment)?,
                 Column::Field(f) => match report.value(f) {
                     Some(Value::Text(t)) => map.serialize_entry(name, &escaped(t))?,
                     Some(Value::Count(n)) => map.serialize_entry(name, n)?,
@@ -282,6 +287,7 @@ mod tests {
         let mut report = Report {
             uid: "u1".into(),
             flags: 1,
+            commitment: None,
             values: vec![None; wire::stored_fields().count()],
         };
         set(&mut report, &wire::MACHINE_ID_HASH, Value::Text("m".into()));

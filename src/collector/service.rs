@@ -5,9 +5,10 @@
 //! commit what it holds, exit 0.
 //!
 //! Fatal or retried, as `crate::sys` sets the rule: what stops the service
-//! from starting (configuration 78, database 69, listening socket and
-//! signals 71) and a listener that stopped (70) need the admin or a fix,
-//! so [`serve`] returns them as a [`Failure`] (logged, in STATUS, the exit
+//! from starting (configuration and the receipt key 78, a key that cannot
+//! be created 73, database 69, listening socket and signals 71) and a
+//! listener that stopped (70) need the admin or a fix, so [`serve`] returns
+//! them as a [`Failure`] (logged, in STATUS, the exit
 //! status). A bad configuration on SIGHUP keeps the running one; a failed
 //! commit answers its requests with an error that the senders retry; a
 //! failed connection ends that connection only.
@@ -27,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use super::config::{Config, TlsConfig};
 use super::http::{accept_loop, Ingest, Limits};
 use super::limits::raise_nofile_limit;
+use super::receipt_key;
 use super::store::{spawn_writer, Access, Store};
 use crate::exit;
 use crate::sys::{notify, Failure};
@@ -39,6 +41,18 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let addr = config
         .listen_addr()
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let (key, generated) = receipt_key::load_or_generate(&config.receipt_key)
+        .map_err(|e| Failure::new(e.exit_code(), e))?;
+    if generated {
+        tracing::info!(
+            "generated the receipt key {}: public key {} (key id {}); publish it for \
+             surveyclient_collector_key",
+            config.receipt_key.display(),
+            key.public(),
+            key.public().key_id()
+        );
+    }
+    let key_id = key.public().key_id();
     let database = config.database();
     let store = Store::open(&database, Access::Serve)
         .await
@@ -59,7 +73,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let nofile = raise_nofile_limit();
     let limits = Limits::from_config(&config, nofile);
     let (writer, writer_task) = spawn_writer(store, config.batch_size);
-    let ingest = Arc::new(Ingest::new(&config, limits, tls, writer));
+    let ingest = Arc::new(Ingest::new(&config, limits, tls, writer, key));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
 
@@ -69,7 +83,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         "http"
     };
     let place = format!("{scheme}://{local} into {}", database.display());
-    tracing::info!("listening on {local} ({place})");
+    tracing::info!("listening on {local} ({place}); receipts signed by key id {key_id}");
     let mut monitor = Monitor {
         place,
         note: None,
@@ -123,10 +137,10 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let _ = acceptor.await;
     // The last handle to the writer goes with `ingest`; the writer then
     // commits whatever is still queued and exits.
-    let (stored, refused) = monitor.counts(&ingest);
+    let (stored, deleted, refused) = monitor.counts(&ingest);
     drop(ingest);
     let _ = writer_task.await;
-    tracing::info!("stopped after {stored} reports stored, {refused} refused");
+    tracing::info!("stopped after {stored} reports stored, {deleted} deletions, {refused} refused");
     Ok(())
 }
 
@@ -160,17 +174,18 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn counts(&self, ingest: &Ingest) -> (u64, u64) {
+    fn counts(&self, ingest: &Ingest) -> (u64, u64, u64) {
         (
             ingest.stored.load(Ordering::Relaxed),
+            ingest.deleted.load(Ordering::Relaxed),
             ingest.refused.load(Ordering::Relaxed),
         )
     }
 
     fn status(&self, ingest: &Ingest) -> String {
-        let (stored, refused) = self.counts(ingest);
+        let (stored, deleted, refused) = self.counts(ingest);
         let base = format!(
-            "listening on {}; {stored} reports stored, {refused} refused; \
+            "listening on {}; {stored} reports stored, {deleted} deletions, {refused} refused; \
              {} connections open, {} shed",
             self.place,
             ingest.connections.open(),
@@ -203,6 +218,7 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
             let needs_restart: Vec<&str> = [
                 ("listen", running.listen != new.listen),
                 ("database", running.database != new.database),
+                ("receipt_key", running.receipt_key != new.receipt_key),
                 ("batch_size", running.batch_size != new.batch_size),
                 (
                     "max_body_memory_bytes",

@@ -20,7 +20,16 @@ pub const REPORT_SENT_MESSAGE_ID: &str = "8c3f5a0e2b6d4b1f9a7e3c2d1b0a9f8e";
 /// journal's SYSLOG_IDENTIFIER; `level_env` names the variable that
 /// chooses the level (`debug`, `info`, `warn`, ...), default info.
 pub fn init(identifier: &str, level_env: &str) {
-    let filter = EnvFilter::try_from_env(level_env).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(level_env)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // tokio-postgres logs every statement's parameters at debug: the
+        // collector's uids and deletion commitments, which no log keeps,
+        // whatever level is asked for.
+        .add_directive(
+            "tokio_postgres=info"
+                .parse()
+                .expect("a valid tracing directive"),
+        );
     if stderr_is_journal() {
         if let Ok(journald) = tracing_journald::layer() {
             // No prefix, so `message_id` becomes the journal's MESSAGE_ID.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use surveyd::wire::receipt::{Kind, PublicKey, Signed};
 
 use super::{
     block_on, exit_within_patience, http_exchange, outside_systemd, skip, Response, PATIENCE,
@@ -173,10 +174,17 @@ impl Default for Options<'_> {
     }
 }
 
+/// A configuration in `dir`, with the receipt key beside it (never the
+/// system's default path) unless `extra` names one.
 pub fn write_config(dir: &Path, backend: &Backend, extra: &str) -> PathBuf {
     let path = dir.join("collector.toml");
+    let key = if extra.contains("receipt_key") {
+        String::new()
+    } else {
+        format!("receipt_key = {:?}\n", dir.join("receipt-key.pk8"))
+    };
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n{extra}",
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n{key}{extra}",
         backend.database()
     );
     std::fs::write(&path, text).unwrap();
@@ -324,6 +332,35 @@ impl Collector {
     ) -> Response {
         let stream = TcpStream::connect(self.addr).unwrap();
         http_exchange(stream, method, path, headers, body)
+    }
+
+    /// The public key `surveyd-collector key --json` prints for this
+    /// collector's configuration.
+    pub fn public_key(&self) -> PublicKey {
+        let out = run_cli(&self.config_path, &["key", "--json"]);
+        assert!(out.status.success(), "key failed: {}", out.stderr);
+        let shown: Value = serde_json::from_str(&out.stdout).unwrap();
+        PublicKey::parse(shown["public_key"].as_str().unwrap()).unwrap()
+    }
+
+    /// Asserts that `resp` is a 200 whose JSON body is a `kind` receipt
+    /// signed by this collector's key for exactly `body`, and returns it.
+    pub fn assert_receipt(&self, resp: &Response, kind: Kind, body: &[u8]) -> Signed {
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert!(
+            resp.headers
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{resp:?}"
+        );
+        let signed = Signed::parse(resp.body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}: {resp:?}"))
+            .expect("a receipt in the answer");
+        let sha = surveyd::wire::sha256_hex(body);
+        signed
+            .verify(&self.public_key(), kind, &sha, None)
+            .unwrap_or_else(|e| panic!("{e}: {resp:?}"));
+        signed
     }
 
     /// `report --format json` with this collector's configuration.

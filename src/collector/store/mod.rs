@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -52,6 +53,9 @@ CREATE TABLE installations (
 );
 ",
     "
+ALTER TABLE installations ADD COLUMN deletion_commitment TEXT;
+",
+    "
 ALTER TABLE installations ADD COLUMN cpu_count BIGINT;
 ",
 ];
@@ -71,12 +75,23 @@ static SELECT_ROWS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The `SET` list of both upserts: every column a later report replaces,
-/// which is all but the key and `first_seen`.
+/// which is all but the key and `first_seen`, and the deletion commitment
+/// a report sets only while the row has none. The first commitment wins:
+/// a report without one (an upstream client) cannot erase it, and another
+/// machine that learned the uid cannot take over the right to delete it.
 fn upsert_updates(excluded: &str) -> String {
     wire::TABLE
         .iter()
         .filter(|c| !matches!(c, wire::Column::Uid | wire::Column::FirstSeen))
-        .map(|c| format!("{0} = {excluded}.{0}", c.name()))
+        .map(|c| match c {
+            wire::Column::DeletionCommitment => {
+                format!(
+                    "{0} = COALESCE(installations.{0}, {excluded}.{0})",
+                    c.name()
+                )
+            }
+            c => format!("{0} = {excluded}.{0}", c.name()),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -111,6 +126,10 @@ static SELECT_BY_OSRELEASE: LazyLock<String> = LazyLock::new(|| {
          FROM installations WHERE last_update >= $1 GROUP BY {os}"
     )
 });
+
+// The deletion's two statements; `$1` is the uid.
+const SELECT_COMMITMENT: &str = "SELECT deletion_commitment FROM installations WHERE uid = $1";
+const DELETE_ROW: &str = "DELETE FROM installations WHERE uid = $1";
 
 /// One row of the table as stored: the last report of an installation
 /// and when it was first and last seen.
@@ -201,10 +220,53 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// A report on its way to the writer, with the way back to its handler.
+/// A request to delete an installation's row, proving it comes from that
+/// installation with the commitment of the secret it revealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub uid: String,
+    /// `wire::deletion_commitment` of the secret in the request.
+    pub commitment: String,
+}
+
+/// What a handler hands the writer.
+pub enum Work {
+    Store(Report),
+    Delete(Deletion),
+}
+
+/// What the writer did with one piece of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// The report is committed; `time` is its row's `last_update`.
+    Stored { time: i64 },
+    /// No row for the uid is left, deleted in the transaction committed at
+    /// `time` or absent already: deleting twice is harmless.
+    Deleted { time: i64 },
+    /// The row has no commitment or another one: nothing changed.
+    NotProven,
+}
+
+/// Work on its way to the writer, with the way back to its handler.
 struct Job {
-    report: Report,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    work: Work,
+    done: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+impl Job {
+    fn report(&self) -> Option<&Report> {
+        match &self.work {
+            Work::Store(report) => Some(report),
+            Work::Delete(_) => None,
+        }
+    }
+}
+
+/// Whether a row whose stored commitment is `stored` may be deleted by a
+/// request whose secret commits to `claimed`. Constant time, so that how
+/// long the answer takes tells nothing about how close a guess was.
+fn proves(stored: Option<&str>, claimed: &str) -> bool {
+    stored.is_some_and(|s| bool::from(s.as_bytes().ct_eq(claimed.as_bytes())))
 }
 
 /// Lets the watchdog tell an idle writer from one stuck in a commit.
@@ -258,11 +320,11 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queue `report` and wait until the transaction holding it committed.
-    pub async fn submit(&self, report: Report) -> Result<(), StoreError> {
+    /// Queue `work` and wait until the transaction holding it committed.
+    pub async fn run(&self, work: Work) -> Result<Done, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { report, done })
+            .send(Job { work, done })
             .await
             .map_err(|_| StoreError("the writer has stopped".into()))?;
         wait.await
@@ -275,6 +337,12 @@ impl WriterHandle {
 /// commits them together, so throughput grows with load instead of being
 /// capped at one transaction per report. It exits once every handle is
 /// dropped and the queue is empty.
+///
+/// Deletions go through the same writer, so SQLite keeps one writing
+/// connection and a deletion never races a report for the same row. In a
+/// batch the reports are written first, then the deletions in the order
+/// they came: requests that arrived together were concurrent, and "stored,
+/// then deleted" is what both of their receipts then truthfully say.
 pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(batch_size * 4);
     let health = Arc::new(WriterHealth::new());
@@ -305,12 +373,21 @@ fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>, batch_size: usize) -> V
     jobs
 }
 
-fn finish_batch(jobs: Vec<Job>, result: Result<(), StoreError>) {
-    if let Err(e) = &result {
-        tracing::error!("storing {} reports failed: {e}", jobs.len());
-    }
-    for job in jobs {
-        // A handler whose client went away no longer waits; nothing to do.
-        let _ = job.done.send(result.clone());
+/// Answer every job of a batch: `result` holds one outcome per job, in
+/// order, or the error that failed the whole transaction.
+fn finish_batch(jobs: Vec<Job>, result: Result<Vec<Done>, StoreError>) {
+    // A handler whose client went away no longer waits; nothing to do.
+    match result {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.done.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!("writing a batch of {} requests failed: {e}", jobs.len());
+            for job in jobs {
+                let _ = job.done.send(Err(e.clone()));
+            }
+        }
     }
 }

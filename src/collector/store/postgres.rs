@@ -9,23 +9,35 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
 use super::{
-    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, Job, Row, Stats,
-    StoreError, WriterHealth, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
-    SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, Done, Job, Row,
+    Stats, StoreError, Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION,
+    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
+/// A deletion's check; the row stays locked until the batch commits.
+const SELECT_COMMITMENT_FOR_UPDATE: &str =
+    "SELECT deletion_commitment FROM installations WHERE uid = $1 FOR UPDATE";
+
 /// One round trip for a whole batch: the reports travel as parallel
-/// arrays, `$2` the uids, `$3` the flags, then one per stored field; `$1`
-/// is the time.
+/// arrays, `$2` the uids, `$3` the flags, `$4` the deletion commitments,
+/// then one per stored field; `$1` is the time.
 static UPSERT: LazyLock<String> = LazyLock::new(|| {
-    let mut arrays = vec!["$2::text[]".to_owned(), "$3::integer[]".to_owned()];
-    let mut names = vec![Column::Uid.name(), Column::Flags.name()];
+    let mut arrays = vec![
+        "$2::text[]".to_owned(),
+        "$3::integer[]".to_owned(),
+        "$4::text[]".to_owned(),
+    ];
+    let mut names = vec![
+        Column::Uid.name(),
+        Column::Flags.name(),
+        Column::DeletionCommitment.name(),
+    ];
     for field in wire::stored_fields() {
         let column = Column::Field(field);
         arrays.push(format!("${}::{}[]", arrays.len() + 2, sql_type(field)));
@@ -196,44 +208,7 @@ impl Postgres {
         }
     }
 
-    async fn write_batch(&mut self, jobs: &[Job]) -> Result<(), tokio_postgres::Error> {
-        // ON CONFLICT may touch a row only once per statement, so of several
-        // reports for one installation in a batch only the last one counts,
-        // as it would have after sequential upserts.
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            last.insert(job.report.uid.as_str(), i);
-        }
-        let mut idx: Vec<usize> = last.into_values().collect();
-        idx.sort_unstable();
-        let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
-        let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
-        let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
-        let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
-            .enumerate()
-            .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
-                match field.json_type {
-                    JsonType::String => Box::new(
-                        reports
-                            .iter()
-                            .map(|r| match &r.values[i] {
-                                Some(Value::Text(t)) => Some(t.as_str()),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                    JsonType::Int => Box::new(
-                        reports
-                            .iter()
-                            .map(|r| match r.values[i] {
-                                Some(Value::Count(n)) => Some(n),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>(),
-                    ),
-                }
-            })
-            .collect();
+    async fn write_batch(&mut self, jobs: &[Job]) -> Result<Vec<Done>, tokio_postgres::Error> {
         let now = unix_now();
         let stmt = match &self.upsert {
             Some(s) => s.clone(),
@@ -243,13 +218,38 @@ impl Postgres {
                 s
             }
         };
-        let fixed: [&(dyn ToSql + Sync); 3] = [&now, &uid, &flags];
-        let params: Vec<&(dyn ToSql + Sync)> = fixed
-            .into_iter()
-            .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
-            .collect();
-        self.client.execute(&stmt, &params).await?;
-        Ok(())
+        if jobs.iter().all(|j| j.report().is_some()) {
+            // One statement, atomic by itself: the common case stays one
+            // round trip.
+            upsert(&self.client, &stmt, jobs, now).await?;
+            return Ok(vec![Done::Stored { time: now }; jobs.len()]);
+        }
+        let tx = self.client.transaction().await?;
+        upsert(&tx, &stmt, jobs, now).await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match &job.work {
+                Work::Store(_) => Done::Stored { time: now },
+                Work::Delete(d) => {
+                    // FOR UPDATE: another collector on this database cannot
+                    // change the row between the check and the delete.
+                    let stored: Option<Option<String>> = tx
+                        .query_opt(SELECT_COMMITMENT_FOR_UPDATE, &[&d.uid])
+                        .await?
+                        .map(|r| r.get(0));
+                    match stored {
+                        None => Done::Deleted { time: now },
+                        Some(stored) if proves(stored.as_deref(), &d.commitment) => {
+                            tx.execute(DELETE_ROW, &[&d.uid]).await?;
+                            Done::Deleted { time: now }
+                        }
+                        Some(_) => Done::NotProven,
+                    }
+                }
+            });
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -299,9 +299,69 @@ impl Postgres {
     }
 }
 
+/// The reports among `jobs` in one statement on `client` (the connection,
+/// or the transaction a batch with deletions runs in).
+async fn upsert(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    jobs: &[Job],
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let all: Vec<&Report> = jobs.iter().filter_map(Job::report).collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    // ON CONFLICT may touch a row only once per statement, so of several
+    // reports for one installation in a batch only the last one counts, as
+    // it would have after sequential upserts.
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(all.len());
+    for (i, report) in all.iter().enumerate() {
+        last.insert(report.uid.as_str(), i);
+    }
+    let mut idx: Vec<usize> = last.into_values().collect();
+    idx.sort_unstable();
+    let reports: Vec<&Report> = idx.iter().map(|&i| all[i]).collect();
+    let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
+    let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+    let commitments: Vec<Option<&str>> = reports.iter().map(|r| r.commitment.as_deref()).collect();
+    let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
+        .enumerate()
+        .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
+            match field.json_type {
+                JsonType::String => Box::new(
+                    reports
+                        .iter()
+                        .map(|r| match &r.values[i] {
+                            Some(Value::Text(t)) => Some(t.as_str()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                JsonType::Int => Box::new(
+                    reports
+                        .iter()
+                        .map(|r| match r.values[i] {
+                            Some(Value::Count(n)) => Some(n),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            }
+        })
+        .collect();
+    let fixed: [&(dyn ToSql + Sync); 4] = [&now, &uid, &flags, &commitments];
+    let params: Vec<&(dyn ToSql + Sync)> = fixed
+        .into_iter()
+        .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
+        .collect();
+    client.execute(stmt, &params).await?;
+    Ok(())
+}
+
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.
 fn read_row(r: &tokio_postgres::Row) -> Row {
     let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut commitment = None;
     let mut values = Vec::with_capacity(wire::TABLE.len());
     for (i, column) in wire::TABLE.iter().enumerate() {
         match column {
@@ -309,6 +369,7 @@ fn read_row(r: &tokio_postgres::Row) -> Row {
             Column::FirstSeen => first_seen = r.get(i),
             Column::LastUpdate => last_update = r.get(i),
             Column::Flags => flags = i64::from(r.get::<_, i32>(i)),
+            Column::DeletionCommitment => commitment = r.get(i),
             Column::Field(f) => values.push(match f.json_type {
                 JsonType::String => r.get::<_, Option<String>>(i).map(Value::Text),
                 JsonType::Int => r.get::<_, Option<i64>>(i).map(Value::Count),
@@ -318,6 +379,11 @@ fn read_row(r: &tokio_postgres::Row) -> Row {
     Row {
         first_seen,
         last_update,
-        report: Report { uid, flags, values },
+        report: Report {
+            uid,
+            flags,
+            commitment,
+            values,
+        },
     }
 }

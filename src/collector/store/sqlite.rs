@@ -17,21 +17,22 @@ use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
 use super::{
-    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, Job, Row, Stats,
-    StoreError, WriterHealth, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
-    SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, Deletion, Done,
+    Job, Row, Stats, StoreError, Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION,
+    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
 };
 
-/// `?1` the uid, `?2` the time, `?3` the flags, then one parameter per
-/// stored field.
+/// `?1` the uid, `?2` the time, `?3` the flags, `?4` the deletion
+/// commitment, then one parameter per stored field.
 static UPSERT: LazyLock<String> = LazyLock::new(|| {
-    let mut field = 3;
+    let mut field = 4;
     let values: Vec<String> = wire::TABLE
         .iter()
         .map(|c| match c {
             Column::Uid => "?1".to_owned(),
             Column::FirstSeen | Column::LastUpdate => "?2".to_owned(),
             Column::Flags => "?3".to_owned(),
+            Column::DeletionCommitment => "?4".to_owned(),
             Column::Field(_) => {
                 field += 1;
                 format!("?{field}")
@@ -214,18 +215,26 @@ impl Sqlite {
         drop(checkpointer);
     }
 
-    fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<()> {
+    fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Done>> {
         let now = unix_now();
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(&UPSERT)?;
-            for Job { report: r, .. } in jobs {
-                let fixed: [&dyn ToSql; 3] = [&r.uid, &now, &r.flags];
+            for r in jobs.iter().filter_map(Job::report) {
+                let fixed: [&dyn ToSql; 4] = [&r.uid, &now, &r.flags, &r.commitment];
                 let values = r.values.iter().map(|v| v as &dyn ToSql);
                 stmt.execute(params_from_iter(fixed.into_iter().chain(values)))?;
             }
         }
-        tx.commit()
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(match &job.work {
+                Work::Store(_) => Done::Stored { time: now },
+                Work::Delete(d) => delete(&tx, d, now)?,
+            });
+        }
+        tx.commit()?;
+        Ok(outcomes)
     }
 
     pub fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -270,9 +279,26 @@ impl Sqlite {
     }
 }
 
+/// One deletion inside the writer's transaction.
+fn delete(tx: &Connection, d: &Deletion, now: i64) -> rusqlite::Result<Done> {
+    let stored: Option<Option<String>> = tx
+        .prepare_cached(SELECT_COMMITMENT)?
+        .query_row([&d.uid], |r| r.get(0))
+        .optional()?;
+    Ok(match stored {
+        None => Done::Deleted { time: now },
+        Some(stored) if proves(stored.as_deref(), &d.commitment) => {
+            tx.prepare_cached(DELETE_ROW)?.execute([&d.uid])?;
+            Done::Deleted { time: now }
+        }
+        Some(_) => Done::NotProven,
+    })
+}
+
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.
 fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
     let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut commitment = None;
     let mut values = Vec::with_capacity(wire::TABLE.len());
     for (i, column) in wire::TABLE.iter().enumerate() {
         match column {
@@ -280,6 +306,7 @@ fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
             Column::FirstSeen => first_seen = r.get(i)?,
             Column::LastUpdate => last_update = r.get(i)?,
             Column::Flags => flags = r.get(i)?,
+            Column::DeletionCommitment => commitment = r.get(i)?,
             Column::Field(f) => values.push(match f.json_type {
                 JsonType::String => r.get::<_, Option<String>>(i)?.map(Value::Text),
                 JsonType::Int => r.get::<_, Option<i64>>(i)?.map(Value::Count),
@@ -289,7 +316,12 @@ fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
     Ok(Row {
         first_seen,
         last_update,
-        report: Report { uid, flags, values },
+        report: Report {
+            uid,
+            flags,
+            commitment,
+            values,
+        },
     })
 }
 
@@ -393,6 +425,7 @@ mod tests {
                     Column::Uid => "TEXT",
                     Column::FirstSeen | Column::LastUpdate => "BIGINT",
                     Column::Flags => "INTEGER",
+                    Column::DeletionCommitment => "TEXT",
                     Column::Field(f) => match f.json_type {
                         JsonType::String => "TEXT",
                         JsonType::Int => "BIGINT",
