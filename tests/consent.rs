@@ -344,4 +344,15 @@ fn the_collector_refuses_a_field_newer_than_the_schema_its_sender_acknowledged()
     let rows = collector.rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["cpu_count"], 8);
+
+    // A sender newer than the collector: its unknown stat is skipped, the
+    // known ones are still held to what it acknowledged.
+    let mut newer: Value = serde_json::from_str(&body(Some(9))).unwrap();
+    newer["schema"] = 9.into();
+    newer["stats"]["field_of_schema_9"] = serde_json::json!({"type": "int", "value": 1});
+    let accepted = collector.post(&newer.to_string());
+    assert!((200..300).contains(&accepted.status), "{accepted:?}");
+    newer["acknowledged"] = 2.into();
+    let refused = collector.post(&newer.to_string());
+    assert_eq!(refused.status, 400, "{refused:?}");
 }
