@@ -121,9 +121,10 @@ pub enum Command {
     /// its description and this machine's value. Those pending fields are
     /// not sent until `consent yes`; reports keep flowing without them.
     ///
-    /// Each answer is recorded in the audit log, then kept in the state dir
-    /// (file `consent`), where the running service reads it before every
-    /// report: no restart needed. As root, in a state dir and log directory
+    /// Each answer is recorded in the audit log (while the service runs, it
+    /// holds the log and records the answer itself before its next report)
+    /// and kept in the state dir (file `consent`), where the running
+    /// service reads it before every report: no restart needed. As root, in a state dir and log directory
     /// owned by the service's user (DynamicUser=), it writes as that user.
     ///
     /// Exit status: 0 done, 64 an unknown name in --fields, 73 the audit
