@@ -10,8 +10,22 @@ use std::borrow::Cow;
 
 pub mod receipt;
 
-/// The payload `version` this contract describes.
+/// The payload `version` this contract describes: upstream's format,
+/// which every field addition keeps.
 pub const PAYLOAD_VERSION: u32 = 2;
+/// The version of the field table: a field's [`Field::since`] is the
+/// schema that introduced it. Consent is given to a schema, so a field
+/// added by an upgrade is not sent until the admin acknowledges it.
+pub const SCHEMA: u32 = 3;
+/// The schema of upstream's fields, and what a report without
+/// [`ACKNOWLEDGED_KEY`] (an upstream client) counts as having acknowledged.
+pub const UPSTREAM_SCHEMA: u32 = 2;
+/// Envelope key beside `version` and `stats`: the sender's [`SCHEMA`].
+/// Envelope keys are not facts, so no field consent applies to them.
+pub const SCHEMA_KEY: &str = "schema";
+/// Envelope key: the schema the sender's admin acknowledged; the collector
+/// refuses a report carrying a field newer than that.
+pub const ACKNOWLEDGED_KEY: &str = "acknowledged";
 /// Where every client, upstream or surveyd, posts its report.
 pub const SUBMIT_PATH: &str = "/api/stats/v1/submit";
 /// Upstream's marker header; the collector refuses a request without it.
@@ -81,7 +95,7 @@ pub struct Field {
     pub mode: Option<&'static str>,
     pub desc: &'static str,
     pub limit: Limit,
-    /// The payload version that introduced the field.
+    /// The [`SCHEMA`] that introduced the field.
     pub since: u32,
     pub sender: Sender,
     /// The installation-table column the value ends up in; `None` for the
@@ -249,8 +263,15 @@ pub const USERCNT_NA_USER: Field = count("usercnt_na_user", "Number of non-activ
 pub const USERCNT_NONACTIVE: Field =
     count("usercnt_nonactive", "Number of total non-active objects");
 pub const USERCNT_ROOM: Field = count("usercnt_room", "Number of rooms");
+/// Schema 3. Only surveyd sends it: upstream clients know schema 2 alone.
+pub const CPU_COUNT: Field = Field {
+    since: 3,
+    sender: Sender::Surveyd,
+    ..count("cpu_count", "Number of CPUs the server can use")
+};
 
-/// Every field of the version-2 payload.
+/// Every field of the version-2 payload, each introduced by the
+/// [`SCHEMA`] in its `since`.
 pub const FIELDS: &[Field] = &[
     MACHINE_ID_HASH,
     SERVER_GUID_HASH,
@@ -269,6 +290,7 @@ pub const FIELDS: &[Field] = &[
     USERCNT_NA_USER,
     USERCNT_NONACTIVE,
     USERCNT_ROOM,
+    CPU_COUNT,
 ];
 
 const fn surveyd_field_count() -> usize {
@@ -351,6 +373,7 @@ pub const TABLE: &[Column] = &[
     Column::Field(&USERCNT_ROOM),
     Column::Field(&ATTACHMENT_STORAGE),
     Column::DeletionCommitment,
+    Column::Field(&CPU_COUNT),
 ];
 
 /// The payload fields the table stores, in table order: what position `i`
@@ -589,7 +612,11 @@ mod tests {
                     assert_eq!(f.mode, None, "{}", f.name);
                 }
             }
-            assert!(f.since <= PAYLOAD_VERSION);
+            assert!(
+                f.since >= UPSTREAM_SCHEMA && f.since <= SCHEMA,
+                "{}",
+                f.name
+            );
         }
     }
 

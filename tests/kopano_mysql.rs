@@ -354,6 +354,7 @@ fn write_config(install: &Install, url: &str, extra: &str) {
         install.path("state").display(),
     );
     std::fs::write(install.config_path(), text).unwrap();
+    install.consent_to_upload(url);
 }
 
 /// Runs `surveyd preview` (debug logging), which must succeed; returns the

@@ -569,16 +569,21 @@ impl UserManager {
     }
 
     /// The standard test drop-in: configuration from `config`, the audit
-    /// log in the unit's LogsDirectory, a short watchdog and restart delay,
-    /// no core dump from the watchdog's SIGABRT.
+    /// log in the unit's LogsDirectory, the admin's `surveyd consent yes`
+    /// (run as the unit's own user, in its sandbox, before it starts; `-`:
+    /// a configuration it cannot read is left for the service to report),
+    /// a short watchdog and restart delay, no core dump from the
+    /// watchdog's SIGABRT.
     fn test_drop_in(&self, config: &Path) -> String {
         format!(
             "[Service]\n\
              Environment=SURVEYD_CONFIG={} \"SURVEYD_AUDIT_LOG=%L/surveyd/audit.log\"\n\
+             ExecStartPre=-{} consent yes\n\
              WatchdogSec={}\n\
              RestartSec=1\n\
              LimitCORE=0\n",
             config.display(),
+            self.binary().display(),
             WATCHDOG.as_secs()
         )
     }
@@ -1034,6 +1039,13 @@ fn root_only_server_cfg_is_read_through_load_credential() {
         .replace(INSTALLED_BINARY, &manager.binary().display().to_string())
         .replace("/etc/kopano/server.cfg", &server_cfg.display().to_string());
     manager.install_drop_in("kopano-server-cfg.conf", &drop_in);
+    manager.install_drop_in(
+        "zz-consent-from-credential.conf",
+        &format!(
+            "[Service]\nExecStartPre=\nExecStartPre={} -c %d/server.cfg consent yes\n",
+            manager.binary().display()
+        ),
+    );
     manager.systemctl_ok(&["daemon-reload"]);
     manager.systemctl_ok(&["start", UNIT]);
     wait_for_report(&collector, 1, Duration::from_secs(10));

@@ -49,6 +49,7 @@ fn every_field_surveyd_sends_is_stored_as_sent() {
                 app_id: parse_id128("187f157428b74898a629521121fa9f49").unwrap(),
                 bucket_counts: false,
                 omit: BTreeSet::new(),
+                acknowledged: wire::SCHEMA,
             };
             let payload = build(
                 &extreme_facts(mid, "0A1B2C3D4E5F60718293A4B5C6D7E8F9"),

@@ -87,8 +87,37 @@ pub use crate::wire::{installation_uid, sha256_hex};
 #[derive(Default)]
 struct Envelope<'a> {
     version: Option<Field<'a>>,
+    acknowledged: Option<Field<'a>>,
     stats: Option<Stats<'a>>,
     commitment: Option<Field<'a>>,
+}
+
+/// Refuses the first known stat newer than the schema the sender
+/// acknowledged. A sender's `schema` above this collector's is fine: its
+/// unknown stats are skipped like any other.
+fn check_acknowledged(acknowledged: Option<Field>, stats: &Known) -> Result<(), Rejection> {
+    let acknowledged = match acknowledged {
+        None => wire::UPSTREAM_SCHEMA,
+        Some(Field::Int(n)) => {
+            u32::try_from(n).map_err(|_| reject("\"acknowledged\" is not a schema number"))?
+        }
+        Some(_) => return Err(reject("\"acknowledged\" is not a schema number")),
+    };
+    match stats
+        .0
+        .iter()
+        .zip(wire::FIELDS)
+        .find(|(entry, field)| entry.is_some() && field.since > acknowledged)
+    {
+        Some((_, field)) => Err(reject(format!(
+            "stats.{} belongs to schema {}, newer than the schema {acknowledged} its sender \
+             acknowledged (\"{}\"); send only acknowledged fields",
+            field.name,
+            field.since,
+            wire::ACKNOWLEDGED_KEY
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A JSON value as far as validation cares.
@@ -248,6 +277,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
                     seen.insert(key.clone())?;
                     match key.as_ref() {
                         "version" => env.version = Some(map.next_value()?),
+                        wire::ACKNOWLEDGED_KEY => env.acknowledged = Some(map.next_value()?),
                         "stats" => env.stats = Some(map.next_value()?),
                         "commitment" => env.commitment = Some(map.next_value()?),
                         _ => {
@@ -365,6 +395,11 @@ fn is_object(json: &[u8]) -> bool {
 /// serde's messages for a value of the wrong type quote the value, so
 /// they are never passed on: every rejection below is worded here, and
 /// only syntax errors (which carry just a position) are quoted.
+///
+/// A report carries only fields its sender's admin acknowledged: a known
+/// field newer than the envelope's `acknowledged` schema (upstream
+/// clients, which send none, count as schema 2) is refused, so a sender
+/// that widened what it sends without consent is not stored.
 pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
     if !is_object(body) {
         return Err(reject("payload is not a JSON object"));
@@ -399,6 +434,7 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         .ok_or_else(|| reject("missing \"stats\""))?
         .known
         .ok_or_else(|| reject("\"stats\" is not an object"))?;
+    check_acknowledged(envelope.acknowledged, &stats)?;
 
     // The contract's limit allows only the schemes' own names.
     let scheme = string_stat(stats.take(&wire::ID_SCHEME), &wire::ID_SCHEME)?

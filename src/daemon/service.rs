@@ -9,6 +9,12 @@
 //! timeout it is bound by, so a stuck loop or a stuck report gets the
 //! service restarted by systemd.
 //!
+//! Before each report it reads the consent file: without consent to
+//! upload the report is built and recorded in the audit log as `local`,
+//! and nothing leaves the machine; with it, only the acknowledged fields
+//! are collected and sent. So `surveyd consent` applies to the next report
+//! without a restart.
+//!
 //! What the audit log does wrong is split by [`NotSent`]: retried with
 //! backoff, held (the service runs and sends nothing until the admin
 //! acts) or fatal (the loop ends with a [`Failure`]).
@@ -24,10 +30,10 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::daemon::audit::{AuditError, AuditLog};
-use crate::daemon::report::{self, Attempt};
+use crate::daemon::report::{self, Attempt, Mode};
 use crate::daemon::scheduler::{self, Timing};
 use crate::daemon::settings::{Loaded, Settings};
-use crate::daemon::state;
+use crate::daemon::state::{self, Consent};
 use crate::exit;
 use crate::sys::{notify, reload, Failure, Runtime};
 
@@ -182,7 +188,13 @@ fn timing(settings: &Settings) -> Timing {
     }
 }
 
-type ReportResult = (AuditLog, Result<Option<Attempt>, AuditError>);
+/// The log back from the report task, the consent now on record in it
+/// (see [`Service::recorded_consent`]) and how the report went.
+type ReportResult = (
+    AuditLog,
+    Option<Consent>,
+    Result<Option<Attempt>, AuditError>,
+);
 
 /// A configuration being read off the loop; `Err` says why it was not.
 type Reloading = Pin<Box<dyn Future<Output = Result<Loaded, String>> + Send>>;
@@ -218,6 +230,11 @@ struct Service {
     /// Another SIGHUP came while `reloading`: the file may have changed
     /// after it was read, so it is read again before the reload ends.
     reload_again: bool,
+    /// The consent file as it was when the service started or last recorded
+    /// it. While the service holds the audit log, `surveyd consent` can
+    /// only write the file; a report that finds it changed records the
+    /// answer in the audit log before anything else.
+    recorded_consent: Option<Consent>,
 }
 
 impl Service {
@@ -235,6 +252,7 @@ impl Service {
             reload_generation: 0,
             reloading: None,
             reload_again: false,
+            recorded_consent: None,
         };
         service.schedule_first();
         service
@@ -261,6 +279,9 @@ impl Service {
             tick
         });
 
+        // An answer given while the service was stopped was recorded by
+        // `surveyd consent` itself.
+        self.recorded_consent = report::read_consent(&self.settings).await;
         info!(
             "surveyd {} started with {}; {}",
             env!("CARGO_PKG_VERSION"),
@@ -360,17 +381,43 @@ impl Service {
             return;
         };
         let settings = self.settings.clone();
+        let recorded = self.recorded_consent.clone();
         let (cancel, mut cancelled) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            let payload = tokio::select! {
-                payload = report::prepare(&settings) => payload,
-                _ = &mut cancelled => return (audit, Ok(None)),
+            // Read before every report, so `surveyd consent` applies to the
+            // next one without a restart.
+            let consent = tokio::select! {
+                consent = report::read_consent(&settings) => consent,
+                _ = &mut cancelled => return (audit, recorded, Ok(None)),
             };
-            let result = report::send(&settings, &mut audit, &payload, async {
-                let _ = cancelled.await;
-            })
-            .await;
-            (audit, result.map(Some))
+            if let Some(answer) = consent.as_ref().filter(|c| Some(*c) != recorded.as_ref()) {
+                if let Err(err) = report::record_consent(&mut audit, answer) {
+                    return (audit, recorded, Err(err));
+                }
+            }
+            let recorded = consent.clone();
+            let mode = report::mode(&settings, consent);
+            let prepared = async {
+                match &mode {
+                    Mode::Upload(consent) => report::prepare_consented(&settings, consent).await,
+                    Mode::Local | Mode::Off => report::prepare(&settings).await,
+                }
+            };
+            let payload = tokio::select! {
+                payload = prepared => payload,
+                _ = &mut cancelled => return (audit, recorded, Ok(None)),
+            };
+            let result = match mode {
+                Mode::Upload(_) => {
+                    report::send(&settings, &mut audit, &payload, async {
+                        let _ = cancelled.await;
+                    })
+                    .await
+                }
+                // Off never schedules a report; whatever it is, nothing leaves.
+                Mode::Local | Mode::Off => report::keep_local(&mut audit, &payload),
+            };
+            (audit, recorded, result.map(Some))
         });
         self.in_flight = Some(InFlight {
             handle,
@@ -380,7 +427,8 @@ impl Service {
         notify::status("sending a report");
     }
 
-    fn finish_report(&mut self, (audit, result): ReportResult) {
+    fn finish_report(&mut self, (audit, recorded_consent, result): ReportResult) {
+        self.recorded_consent = recorded_consent;
         let (result, not_sent) = match result {
             Ok(attempt) => (attempt, None),
             Err(err) => (None, Some(NotSent::from(err))),
@@ -396,6 +444,16 @@ impl Service {
         let mut rng = rand::thread_rng();
         let timing = timing(&self.settings);
         let delay = match result {
+            Some(attempt) if matches!(attempt.outcome, report::Outcome::KeptLocal) => {
+                self.failures = 0;
+                self.last_outcome = Some(format!(
+                    "report {} recorded locally, not sent (no consent to upload; see \
+                     `surveyd consent`) at {}",
+                    attempt.seq,
+                    humantime::format_rfc3339_seconds(SystemTime::now())
+                ));
+                scheduler::after_success(timing, &mut rng)
+            }
             Some(attempt) if attempt.outcome.is_success() => {
                 self.failures = 0;
                 self.last_outcome = Some(format!(

@@ -55,6 +55,9 @@ CREATE TABLE installations (
     "
 ALTER TABLE installations ADD COLUMN deletion_commitment TEXT;
 ",
+    "
+ALTER TABLE installations ADD COLUMN cpu_count BIGINT;
+",
 ];
 // No index on last_update: every report moves it, so such an index costs
 // two extra random page writes per report, while only the occasional

@@ -30,6 +30,13 @@
 //!   request's body is not logged: it reveals the deletion secret):
 //!   `{"seq":N,"time":T,"event":"forget","url":DELETE_URL,"uid":HEX,"body_sha256":HEX,"prev":HEX}`,
 //!   followed by a `result` `of` it carrying the `deleted` receipt.
+//! - `local`, a report built on schedule while the admin has not consented
+//!   to uploads: the exact bytes an upload would carry, kept here, never
+//!   sent (no `result` follows):
+//!   `{"seq":N,"time":T,"event":"local","body":PAYLOAD,"body_sha256":HEX,"prev":HEX}`.
+//! - `consent`, the admin's `surveyd consent yes` or `no`, written before
+//!   the consent file changes:
+//!   `{"seq":N,"time":T,"event":"consent","mode":"upload"|"local","schema":N,"fields":[NAME,...],"url":URL,"prev":HEX}`.
 //! - `recovered`, written when opening found a torn end (a crash or a full
 //!   disk cut a write short) and set it aside:
 //!   `{"seq":N,"time":T,"event":"recovered","torn_bytes":N,"saved_to":PATH,"prev":HEX}`.
@@ -91,7 +98,7 @@ mod writer;
 
 pub use dir::LogDir;
 pub use ends::EndsFile;
-pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
+pub use reader::{find_report, find_send, list, list_rows, read_entries, Entry, ListRow};
 pub use receipts::{verify_receipts, ReceiptFailure, ReceiptSummary};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, NewChain, ReceiptRecord, Recovery, RootWrite};

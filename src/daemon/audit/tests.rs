@@ -605,3 +605,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn local_and_consent_lines_have_the_documented_fields_verify_and_list_and_a_changed_local_body_is_named(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = log_path(&dir);
+    let (mut log, _) = open(&path, BIG, 3);
+    let kept = body(1);
+    assert_eq!(log.append_local(&kept).unwrap(), 1);
+    let fields = vec!["program_name".to_owned(), "usercnt_active".to_owned()];
+    assert_eq!(log.append_consent("upload", 3, &fields, URL).unwrap(), 2);
+    write_pairs(&mut log, 1);
+    drop(log);
+
+    let lines = read_lines(&path);
+    let expected = format!(
+        r#"{{"seq":1,"time":"{}","event":"local","body":{},"body_sha256":"{}","prev":"{GENESIS_PREV}"}}"#,
+        time_of(&lines[0]),
+        String::from_utf8(kept.clone()).unwrap(),
+        sha256_hex(&kept),
+    );
+    assert_eq!(lines[0], expected);
+    let expected = format!(
+        r#"{{"seq":2,"time":"{}","event":"consent","mode":"upload","schema":3,"fields":["program_name","usercnt_active"],"url":"{URL}","prev":"{}"}}"#,
+        time_of(&lines[1]),
+        sha256_hex(lines[0].as_bytes()),
+    );
+    assert_eq!(lines[1], expected);
+    assert!(verify(&path, None).is_ok());
+
+    let rows = list(&path).unwrap();
+    let outcomes: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.event.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("local", "local (not sent)"),
+            ("consent", "consent: upload, schema 3, 2 field(s)"),
+            ("send", "HTTP 204"),
+        ]
+    );
+    assert_eq!(
+        find_report(&path, 1).unwrap().unwrap().body.unwrap().get(),
+        std::str::from_utf8(&kept).unwrap()
+    );
+
+    let mut tampered = lines.clone();
+    tampered[0] = tampered[0].replacen(r#""value":101"#, r#""value":111"#, 1);
+    write_lines(&path, &tampered);
+    let (_, line, seq, reason) = bad_line(verify(&path, None));
+    assert_eq!((line, seq, reason), (1, Some(1), Problem::BodyMismatch));
+
+    let mut incomplete = lines;
+    incomplete[1] = incomplete[1].replacen(r#""schema":3,"#, "", 1);
+    write_lines(&path, &incomplete);
+    let (_, line, _, reason) = bad_line(verify(&path, None));
+    assert_eq!(line, 2);
+    assert!(
+        reason
+            .to_string()
+            .contains("consent event without `schema`"),
+        "{reason}"
+    );
+}

@@ -23,6 +23,8 @@ use super::lock::{self, WriterLock};
 use super::recovery::{chain_from_rotated, check_current, first_line, oldest_line, set_aside};
 use super::*;
 
+mod consent;
+
 /// What torn-line recovery did when the log was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
@@ -362,12 +364,7 @@ impl AuditLog {
     /// whitespace), exactly the bytes that will be sent. On error nothing
     /// must be sent.
     pub fn append_send(&mut self, url: &str, body: &[u8]) -> Result<u64, AuditError> {
-        if self.lock.recheck(&self.dir)? {
-            warn!(
-                "the lock file next to audit log {} was removed or replaced; locked it again",
-                self.path.display()
-            );
-        }
+        self.recheck_lock()?;
         let body = canonical_body(body)?;
         let body_sha256 = sha256_hex(body.get().as_bytes());
         let seq = self.next_seq()?;
@@ -382,6 +379,16 @@ impl AuditLog {
             prev: &self.last.hash,
         });
         self.write_line(seq, line)
+    }
+
+    fn recheck_lock(&mut self) -> Result<(), AuditError> {
+        if self.lock.recheck(&self.dir)? {
+            warn!(
+                "the lock file next to audit log {} was removed or replaced; locked it again",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Records the outcome of the send with seq `of`: the HTTP status if a

@@ -148,6 +148,13 @@ pub async fn collect(settings: &Settings, os_root: &Path) -> Facts {
                 .insert(wire::UTSNAME.name.into(), FactValue::Text(text));
         }
     }
+    if wanted(wire::CPU_COUNT.name) {
+        if let Some(n) = system::cpu_count() {
+            facts
+                .values
+                .insert(wire::CPU_COUNT.name.into(), FactValue::Count(n));
+        }
+    }
 
     let mut source_guid = None;
     for source in &settings.facts {

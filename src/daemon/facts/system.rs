@@ -96,6 +96,18 @@ pub fn utsname() -> Option<String> {
     }
 }
 
+/// How many CPUs surveyd may use (its affinity mask and cgroup quota
+/// count), as the standard library works it out; `None` after a warning.
+pub fn cpu_count() -> Option<u64> {
+    match std::thread::available_parallelism() {
+        Ok(n) => Some(n.get() as u64),
+        Err(err) => {
+            warn!("cannot tell how many CPUs there are ({err}); cpu_count is left out");
+            None
+        }
+    }
+}
+
 /// The facts the admin states in the settings rather than surveyd reading
 /// them: the server program, its user plugin and attachment storage.
 pub fn static_facts(settings: &Settings) -> Vec<(&'static str, String)> {
