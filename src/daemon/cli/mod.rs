@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use self::audit::{audit_command, no_audit_log_yet};
 
 pub mod audit;
+pub mod diff;
 
 use crate::daemon::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::daemon::facts;
@@ -67,6 +68,19 @@ pub enum Command {
     /// Collects the facts, hashes the identifiers and prints the canonical
     /// JSON payload followed by a newline. Nothing is sent or logged.
     Preview,
+    /// Compare the next report with the last one uploaded
+    ///
+    /// Builds the next report exactly as `surveyd preview` does and sets it
+    /// against the last report the collector accepted (the newest audited
+    /// send with a 2xx result), key by key: each fact and each envelope key
+    /// (version, schema, ...) is added, removed, changed (old and new value
+    /// shown) or unchanged. Without an accepted report yet, says so and
+    /// shows every key as added. Reads the audit log only; writes nothing.
+    Diff {
+        /// Print one JSON object (`uploaded`, `differences`, `summary`)
+        #[arg(long)]
+        json: bool,
+    },
     /// Send one report now
     ///
     /// Writes the payload to the audit log, then sends it. Exits 0 when the
@@ -155,6 +169,9 @@ pub fn main() -> ExitCode {
             println!("{}", String::from_utf8_lossy(payload.as_bytes()));
             Ok(())
         }),
+        Command::Diff { json } => {
+            with_settings(&cli.config, |settings| diff::diff_command(&settings, *json))
+        }
         Command::Send => with_settings(&cli.config, send),
         Command::Audit {
             action: Some(AuditAction::NewChain),
