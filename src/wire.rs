@@ -8,8 +8,22 @@
 
 use std::borrow::Cow;
 
-/// The payload `version` this contract describes.
+/// The payload `version` this contract describes: upstream's format,
+/// which every field addition keeps.
 pub const PAYLOAD_VERSION: u32 = 2;
+/// The version of the field table: a field's [`Field::since`] is the
+/// schema that introduced it. Consent is given to a schema, so a field
+/// added by an upgrade is not sent until the admin acknowledges it.
+pub const SCHEMA: u32 = 3;
+/// The schema of upstream's fields, and what a report without
+/// [`ACKNOWLEDGED_KEY`] (an upstream client) counts as having acknowledged.
+pub const UPSTREAM_SCHEMA: u32 = 2;
+/// Envelope key beside `version` and `stats`: the sender's [`SCHEMA`].
+/// Envelope keys are not facts, so no field consent applies to them.
+pub const SCHEMA_KEY: &str = "schema";
+/// Envelope key: the schema the sender's admin acknowledged; the collector
+/// refuses a report carrying a field newer than that.
+pub const ACKNOWLEDGED_KEY: &str = "acknowledged";
 /// Where every client, upstream or surveyd, posts its report.
 pub const SUBMIT_PATH: &str = "/api/stats/v1/submit";
 /// Upstream's marker header; the collector refuses a request without it.
@@ -75,7 +89,7 @@ pub struct Field {
     pub mode: Option<&'static str>,
     pub desc: &'static str,
     pub limit: Limit,
-    /// The payload version that introduced the field.
+    /// The [`SCHEMA`] that introduced the field.
     pub since: u32,
     pub sender: Sender,
     /// The installation-table column the value ends up in; `None` for the
@@ -340,7 +354,11 @@ mod tests {
                     assert_eq!(f.mode, None, "{}", f.name);
                 }
             }
-            assert!(f.since <= PAYLOAD_VERSION);
+            assert!(
+                f.since >= UPSTREAM_SCHEMA && f.since <= SCHEMA,
+                "{}",
+                f.name
+            );
         }
     }
 

@@ -1,7 +1,7 @@
 //! `surveyd diff` with the real binaries: a report sent to a real
 //! `surveyd-collector`, then a fact changed on the machine, and the diff
-//! names exactly that change; no upload yet (or only refused ones) shows
-//! every key as added; the command reads only, and refuses a planted
+//! names exactly that change; no upload yet (only local reports, or
+//! refused ones) shows every key as added; the command reads only, and refuses a planted
 //! audit log without hanging.
 
 mod collector_support;
@@ -33,6 +33,7 @@ fn uploaded(program_version: &str) -> Uploaded {
     write_counts(&install, 42);
     let url = format!("http://{}/api/stats/v1/submit", collector.addr);
     configure(&install, &url, program_version);
+    consent_yes(&install);
     let out = install.run(&["send"]);
     assert!(out.status.success(), "send: {}", stderr(&out));
     assert_eq!(collector.rows().len(), 1, "the collector stored the report");
@@ -42,6 +43,11 @@ fn uploaded(program_version: &str) -> Uploaded {
         _backend: backend,
         url,
     }
+}
+
+fn consent_yes(install: &Install) {
+    let out = install.run(&["consent", "yes"]);
+    assert!(out.status.success(), "consent yes: {}", stderr(&out));
 }
 
 fn write_counts(install: &Install, active: u64) {
@@ -142,8 +148,16 @@ fn diff_table_shows_old_and_new_value_of_a_changed_setting() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     assert_no_raw_ids("surveyd diff", table.as_bytes());
+    let send_seq = audit_events(install)
+        .iter()
+        .find(|e| e["event"] == "send")
+        .map(|e| e["seq"].clone())
+        .unwrap();
     assert!(
-        table.starts_with("the next report compared with report 1, accepted by"),
+        table.starts_with(&format!(
+            "the next report compared with report {send_seq}, accepted by {} (sent ",
+            uploaded.url
+        )),
         "{table}"
     );
     let changed: Vec<&str> = table
@@ -175,16 +189,27 @@ fn diff_without_an_accepted_upload_says_so_and_shows_every_key_as_added() {
     let refusing = stand_in(None, vec![Reply::Status(503)]);
     let install = Install::new();
     install.write_config(&refusing.url, "");
+    // No consent: the state of a fresh installation.
+    std::fs::remove_file(install.path("state/consent")).unwrap();
 
     let fresh = diff_json(&install);
     assert_eq!(fresh["uploaded"], Value::Null);
     assert!(!install.audit_log().exists(), "diff created the audit log");
 
     let out = install.run(&["send"]);
+    assert!(out.status.success(), "local send: {}", stderr(&out));
+    assert!(
+        audit_events(&install).iter().any(|e| e["event"] == "local"),
+        "without consent the report is recorded locally"
+    );
+    let local = diff_json(&install);
+
+    consent_yes(&install);
+    let out = install.run(&["send"]);
     assert!(!out.status.success(), "the stand-in refused the report");
     assert_eq!(refusing.requests().len(), 1);
 
-    for diff in [fresh, diff_json(&install)] {
+    for diff in [fresh, local, diff_json(&install)] {
         assert_eq!(diff["uploaded"], Value::Null, "{diff}");
         let differences = diff["differences"].as_array().unwrap();
         assert!(differences.len() >= 5, "{diff}");

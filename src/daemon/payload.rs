@@ -1,6 +1,8 @@
 //! The report payload: upstream kopano-server's version-2 JSON, the fields
-//! surveyd sends (typed and limited by [`crate::wire`]), and the canonical
-//! bytes (sorted keys, no whitespace) that are audited and sent. A value
+//! surveyd sends (typed and limited by [`crate::wire`]), which of them a
+//! consent covers, the envelope keys that say which schema the sender has
+//! and which its admin acknowledged, and the canonical bytes (sorted keys,
+//! no whitespace) that are audited and sent. A value
 //! the collector would refuse is fitted or left out here, with a warning,
 //! before anything is audited: a report is never sent to be refused on
 //! every retry.
@@ -126,6 +128,31 @@ pub struct PayloadOptions {
     pub app_id: [u8; 16],
     pub bucket_counts: bool,
     pub omit: BTreeSet<String>,
+    /// The schema the admin acknowledged, sent as the envelope's
+    /// `acknowledged`; `omit` must already hold every newer field.
+    pub acknowledged: u32,
+}
+
+/// The fields surveyd sends that a consent to `fields` at `schema` does
+/// not cover: those it does not name, and those introduced after it (a
+/// name a later version reused cannot be acknowledged in advance).
+pub fn not_acknowledged(fields: &[String], schema: u32) -> BTreeSet<String> {
+    FIELD_NAMES
+        .iter()
+        .filter_map(|name| sendable(name))
+        .filter(|field| field.since > schema || !fields.iter().any(|f| f == field.name))
+        .map(|field| field.name.to_string())
+        .collect()
+}
+
+/// What `surveyd consent yes` acknowledges: every field surveyd sends at
+/// this [`wire::SCHEMA`] except those in `omit`.
+pub fn acknowledgeable(omit: &BTreeSet<String>) -> Vec<String> {
+    FIELD_NAMES
+        .iter()
+        .filter(|name| !omit.contains(**name))
+        .map(|name| name.to_string())
+        .collect()
 }
 
 /// A finished report: the exact bytes that are audited and sent.
@@ -231,7 +258,12 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
         }
     }
 
-    let document = json!({"version": wire::PAYLOAD_VERSION, "stats": Value::Object(stats)});
+    let document = json!({
+        "version": wire::PAYLOAD_VERSION,
+        wire::SCHEMA_KEY: wire::SCHEMA,
+        wire::ACKNOWLEDGED_KEY: options.acknowledged,
+        "stats": Value::Object(stats),
+    });
     Payload {
         bytes: serde_json::to_vec(&document).expect("JSON values always serialise"),
     }
@@ -262,6 +294,7 @@ mod tests {
             app_id: crate::privacy::parse_id128("187f157428b74898a629521121fa9f49").unwrap(),
             bucket_counts: false,
             omit: BTreeSet::new(),
+            acknowledged: wire::SCHEMA,
         }
     }
 
@@ -287,8 +320,9 @@ mod tests {
     fn payload_is_version_2_canonical_and_without_raw_ids() {
         let payload = build(&facts(), &options());
         let text = std::str::from_utf8(payload.as_bytes()).unwrap();
-        assert!(text.starts_with(r#"{"stats":{"id_scheme":{"desc":"How the IDs were hashed","type":"string","value":"app-v1"},"machine_id_hash":"#));
+        assert!(text.contains(r#""stats":{"id_scheme":{"desc":"How the IDs were hashed","type":"string","value":"app-v1"},"machine_id_hash":"#));
         assert!(text.ends_with(r#""version":2}"#));
+        assert!(text.starts_with(r#"{"acknowledged":3,"schema":3,"stats":{"#));
         assert!(!text.contains("3d1219c7c4c5404aaa1f6d2a48adfda4"));
         assert!(!text
             .to_ascii_uppercase()

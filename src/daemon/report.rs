@@ -1,9 +1,12 @@
-//! One report, start to finish: collect the facts, build the payload, write
-//! it to the audit log (fsynced) and only then send it, record the result,
-//! and remember the times of the attempt and the success in the state dir.
+//! One report, start to finish: decide from the settings and the consent
+//! file whether it is off, kept local or uploaded ([`Mode`]), collect the
+//! facts the consent covers, build the payload, write it to the audit log
+//! (fsynced) and only then send it, record the result, and remember the
+//! times of the attempt and the success in the state dir.
 //!
-//! Both `surveyd send` and the service loop go through [`send`], so the
-//! rule "audited before sent" has exactly one implementation.
+//! Both `surveyd send` and the service loop go through [`mode`], [`send`]
+//! and [`keep_local`], so the rules "nothing leaves without consent" and
+//! "audited before sent" each have exactly one implementation.
 
 use std::future::Future;
 use std::path::Path;
@@ -16,24 +19,117 @@ use crate::daemon::audit::{AuditError, AuditLog, AuditOptions, EndsFile, LogDir,
 use crate::daemon::facts;
 use crate::daemon::payload::{self, Payload, PayloadOptions};
 use crate::daemon::settings::Settings;
-use crate::daemon::state;
+use crate::daemon::state::{self, Consent, ConsentMode};
 use crate::daemon::transport::{self, Outgoing, Response, SendError};
 use crate::logging::REPORT_SENT_MESSAGE_ID;
+use crate::wire;
 
-/// The privacy options the settings ask for.
+/// The privacy options the settings ask for, for a report covering every
+/// current field (what `surveyd consent yes` would acknowledge).
 pub fn payload_options(settings: &Settings) -> PayloadOptions {
     PayloadOptions {
         scheme: settings.id_hash,
         app_id: settings.app_id,
         bucket_counts: settings.bucket_counts,
         omit: settings.omit.clone(),
+        acknowledged: wire::SCHEMA,
     }
 }
 
-/// Collects the facts and builds the payload the next report would send.
+/// Collects the facts and builds the payload a report would send after
+/// `surveyd consent yes`: what `preview` shows and a local report records.
 pub async fn prepare(settings: &Settings) -> Payload {
     let facts = facts::collect(settings, Path::new("/")).await;
     payload::build(&facts, &payload_options(settings))
+}
+
+/// Collects only the facts `consent` covers and builds the payload an
+/// upload sends: a field it does not name, or one newer than its schema,
+/// is not even read.
+pub async fn prepare_consented(settings: &Settings, consent: &Consent) -> Payload {
+    let mut settings = settings.clone();
+    settings
+        .omit
+        .extend(payload::not_acknowledged(&consent.fields, consent.schema));
+    let facts = facts::collect(&settings, Path::new("/")).await;
+    let options = PayloadOptions {
+        acknowledged: consent.schema,
+        ..payload_options(&settings)
+    };
+    payload::build(&facts, &options)
+}
+
+/// What happens to a report: the three states an admin chooses between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `surveyclient_interval = 0`: nothing is collected or sent.
+    Off,
+    /// No consent to upload (none given, or withdrawn): reports are built
+    /// and recorded in the audit log as `local`; nothing leaves.
+    Local,
+    /// `surveyd consent yes`: reports carry the acknowledged fields only.
+    Upload(Consent),
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Local => ConsentMode::Local.name(),
+            Mode::Upload(_) => ConsentMode::Upload.name(),
+        }
+    }
+}
+
+/// The state the settings and the consent on record put reports in.
+pub fn mode(settings: &Settings, consent: Option<Consent>) -> Mode {
+    match consent {
+        _ if !settings.enabled() => Mode::Off,
+        Some(consent) if consent.mode == ConsentMode::Upload => Mode::Upload(consent),
+        _ => Mode::Local,
+    }
+}
+
+/// Reads the consent file off the loop, within `surveyclient_timeout`: a
+/// state dir on a hung file system must not stop the service. A read that
+/// does not finish counts as no consent, so the report stays local.
+pub async fn read_consent(settings: &Settings) -> Option<Consent> {
+    let dir = settings.state_dir.clone();
+    let read = tokio::task::spawn_blocking(move || state::read_consent(&dir));
+    match tokio::time::timeout(settings.timeout, read).await {
+        Ok(Ok(consent)) => consent,
+        Ok(Err(err)) => {
+            warn!("reading the consent file failed ({err}); this report stays local");
+            None
+        }
+        Err(_) => {
+            warn!(
+                "reading the consent file in {} took longer than surveyclient_timeout ({} s); \
+                 this report stays local",
+                settings.state_dir.display(),
+                settings.timeout.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// Records a report that may not leave the machine (no consent to upload)
+/// as a `local` audit entry: the exact bytes an upload would carry.
+/// Neither the attempt nor the success time is touched, since nothing was
+/// attempted.
+pub fn keep_local(audit: &mut AuditLog, payload: &Payload) -> Result<Attempt, AuditError> {
+    let started = Instant::now();
+    let seq = audit.append_local(payload.as_bytes())?;
+    info!(
+        "report {seq} recorded in the audit log as local, not sent: there is no consent to \
+         upload (`surveyd consent` shows what would be sent, `surveyd consent yes` allows it)"
+    );
+    Ok(Attempt {
+        seq,
+        outcome: Outcome::KeptLocal,
+        duration: started.elapsed(),
+    })
 }
 
 /// How the settings ask for the audit log to be opened. Opens the state
@@ -97,6 +193,8 @@ pub enum Outcome {
     Failed(SendError),
     /// The service was asked to stop while the request was in flight.
     Cancelled,
+    /// Without consent to upload, the report was only recorded locally.
+    KeptLocal,
 }
 
 impl Outcome {
@@ -110,11 +208,12 @@ impl Outcome {
             Outcome::Answered(response) => response.describe(),
             Outcome::Failed(err) => err.to_string(),
             Outcome::Cancelled => "cancelled: shutting down".to_string(),
+            Outcome::KeptLocal => "kept local, not sent: no consent to upload".to_string(),
         }
     }
 }
 
-/// An attempt that was audited (and, unless cancelled, sent).
+/// A report that was audited (and, unless cancelled or kept local, sent).
 #[derive(Debug)]
 pub struct Attempt {
     pub seq: u64,

@@ -9,6 +9,12 @@
 //! timeout it is bound by, so a stuck loop or a stuck report gets the
 //! service restarted by systemd.
 //!
+//! Before each report it reads the consent file: without consent to
+//! upload the report is built and recorded in the audit log as `local`,
+//! and nothing leaves the machine; with it, only the acknowledged fields
+//! are collected and sent. So `surveyd consent` applies to the next report
+//! without a restart.
+//!
 //! What the audit log does wrong is split by [`NotSent`]: retried with
 //! backoff, held (the service runs and sends nothing until the admin
 //! acts) or fatal (the loop ends with a [`Failure`]).
@@ -24,7 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::daemon::audit::{AuditError, AuditLog};
-use crate::daemon::report::{self, Attempt};
+use crate::daemon::report::{self, Attempt, Mode};
 use crate::daemon::scheduler::{self, Timing};
 use crate::daemon::settings::{Loaded, Settings};
 use crate::daemon::state;
@@ -362,14 +368,33 @@ impl Service {
         let settings = self.settings.clone();
         let (cancel, mut cancelled) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            let payload = tokio::select! {
-                payload = report::prepare(&settings) => payload,
+            // Read before every report, so `surveyd consent` applies to the
+            // next one without a restart.
+            let consent = tokio::select! {
+                consent = report::read_consent(&settings) => consent,
                 _ = &mut cancelled => return (audit, Ok(None)),
             };
-            let result = report::send(&settings, &mut audit, &payload, async {
-                let _ = cancelled.await;
-            })
-            .await;
+            let mode = report::mode(&settings, consent);
+            let prepared = async {
+                match &mode {
+                    Mode::Upload(consent) => report::prepare_consented(&settings, consent).await,
+                    Mode::Local | Mode::Off => report::prepare(&settings).await,
+                }
+            };
+            let payload = tokio::select! {
+                payload = prepared => payload,
+                _ = &mut cancelled => return (audit, Ok(None)),
+            };
+            let result = match mode {
+                Mode::Upload(_) => {
+                    report::send(&settings, &mut audit, &payload, async {
+                        let _ = cancelled.await;
+                    })
+                    .await
+                }
+                // Off never schedules a report; whatever it is, nothing leaves.
+                Mode::Local | Mode::Off => report::keep_local(&mut audit, &payload),
+            };
             (audit, result.map(Some))
         });
         self.in_flight = Some(InFlight {
@@ -396,6 +421,16 @@ impl Service {
         let mut rng = rand::thread_rng();
         let timing = timing(&self.settings);
         let delay = match result {
+            Some(attempt) if matches!(attempt.outcome, report::Outcome::KeptLocal) => {
+                self.failures = 0;
+                self.last_outcome = Some(format!(
+                    "report {} recorded locally, not sent (no consent to upload; see \
+                     `surveyd consent`) at {}",
+                    attempt.seq,
+                    humantime::format_rfc3339_seconds(SystemTime::now())
+                ));
+                scheduler::after_success(timing, &mut rng)
+            }
             Some(attempt) if attempt.outcome.is_success() => {
                 self.failures = 0;
                 self.last_outcome = Some(format!(

@@ -99,7 +99,22 @@ impl Install {
             self.path("state").display(),
         );
         std::fs::write(self.config_path(), text).unwrap();
+        self.consent_to_upload(url);
         self.config_path()
+    }
+
+    /// The consent file `surveyd consent yes` writes, so that the tests of
+    /// sending see uploads; tests/consent.rs removes it to start fresh.
+    pub fn consent_to_upload(&self, url: &str) {
+        let consent = serde_json::json!({
+            "mode": "upload",
+            "schema": surveyd::wire::SCHEMA,
+            "fields": surveyd::daemon::payload::acknowledgeable(&Default::default()),
+            "url": url,
+            "time": "2026-01-01T00:00:00Z",
+        });
+        std::fs::create_dir_all(self.path("state")).unwrap();
+        std::fs::write(self.path("state/consent"), format!("{consent}\n")).unwrap();
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

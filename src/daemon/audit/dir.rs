@@ -6,7 +6,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -73,6 +73,28 @@ impl LogDir {
     }
 
     /// A second handle on the same open directory, for `flock`.
+    /// Replaces the file `name` atomically: a fresh temporary file (never
+    /// through a link), fsynced, renamed over the name, the directory
+    /// fsynced. Readers see the old contents or all of the new.
+    pub fn replace(&self, name: &OsStr, contents: &[u8]) -> io::Result<()> {
+        let mut tmp = name.to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        match self.remove(&tmp) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        let mut file = self.open_file(&tmp, Access::ReadWrite, Create::New)?;
+        let written = file
+            .write_all(contents)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| self.rename(&tmp, name));
+        if let Err(err) = written {
+            let _ = self.remove(&tmp);
+            return Err(err);
+        }
+        self.sync()
+    }
+
     pub(super) fn handle(&self) -> io::Result<File> {
         Ok(File::from(self.fd.try_clone()?))
     }

@@ -4,13 +4,12 @@
 //! its head or its tail.
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::dir::{Access, Create};
-use super::{file_name, parent_dir, sibling, ChainPoint, LogDir};
+use super::{file_name, parent_dir, ChainPoint, LogDir};
 use crate::safe_fs;
 
 /// The file is a few hundred bytes; anything much larger was planted.
@@ -55,24 +54,8 @@ impl EndsFile {
         Ok(Some(bytes))
     }
 
-    /// Replaces the file atomically: a fresh temporary file (never through
-    /// a link), fsynced, renamed over the name, the directory fsynced.
     fn write(&self, contents: &[u8]) -> io::Result<()> {
-        let tmp = sibling(&self.name, &format!(".tmp-{}", std::process::id()));
-        match self.dir.remove(&tmp) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
-        let mut file = self.dir.open_file(&tmp, Access::ReadWrite, Create::New)?;
-        let written = file
-            .write_all(contents)
-            .and_then(|()| file.sync_all())
-            .and_then(|()| self.dir.rename(&tmp, &self.name));
-        if let Err(err) = written {
-            let _ = self.dir.remove(&tmp);
-            return Err(err);
-        }
-        self.dir.sync()
+        self.dir.replace(&self.name, contents)
     }
 }
 

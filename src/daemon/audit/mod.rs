@@ -20,6 +20,13 @@
 //!   JSON: sorted keys, no whitespace); `body_sha256` is over those bytes.
 //! - `result`, the outcome of the send `of`:
 //!   `{"seq":N,"time":T,"event":"result","of":SEQ,"status":HTTP_STATUS|null,"error":TEXT|null,"duration_ms":N,"prev":HEX}`.
+//! - `local`, a report built on schedule while the admin has not consented
+//!   to uploads: the exact bytes an upload would carry, kept here, never
+//!   sent (no `result` follows):
+//!   `{"seq":N,"time":T,"event":"local","body":PAYLOAD,"body_sha256":HEX,"prev":HEX}`.
+//! - `consent`, the admin's `surveyd consent yes` or `no`, written before
+//!   the consent file changes:
+//!   `{"seq":N,"time":T,"event":"consent","mode":"upload"|"local","schema":N,"fields":[NAME,...],"url":URL,"prev":HEX}`.
 //! - `recovered`, written when opening found a torn end (a crash or a full
 //!   disk cut a write short) and set it aside:
 //!   `{"seq":N,"time":T,"event":"recovered","torn_bytes":N,"saved_to":PATH,"prev":HEX}`.
@@ -79,7 +86,7 @@ mod writer;
 
 pub use dir::LogDir;
 pub use ends::EndsFile;
-pub use reader::{find_send, list, list_rows, read_entries, Entry, ListRow};
+pub use reader::{find_report, find_send, list, list_rows, read_entries, Entry, ListRow};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, NewChain, Recovery, RootWrite};
 

@@ -1,5 +1,6 @@
-//! Reading the log back: every entry in chain order, one send's payload,
-//! and the sends paired with their results for `surveyd audit`.
+//! Reading the log back: every entry in chain order, one report's payload,
+//! and the reports (sent, paired with their results, or kept local) and
+//! consent answers for `surveyd audit`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,6 +38,15 @@ pub struct Entry {
     pub torn_bytes: Option<u64>,
     #[serde(default)]
     pub saved_to: Option<String>,
+    /// `consent`: `upload` or `local`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `consent`: the schema acknowledged.
+    #[serde(default)]
+    pub schema: Option<u32>,
+    /// `consent`: the fields acknowledged.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
     pub prev: String,
     /// The line as stored, without its `\n`.
     #[serde(skip)]
@@ -124,20 +134,31 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Entry, Problem> {
     Ok(entry)
 }
 
-/// The send entry with this seq, for `surveyd audit show SEQ`.
+/// The send entry with this seq.
 pub fn find_send(path: &Path, seq: u64) -> Result<Option<Entry>, AuditError> {
     Ok(read_entries(path)?
         .into_iter()
         .find(|entry| entry.seq == seq && entry.event == "send"))
 }
 
-/// One send and its outcome, for `surveyd audit`.
+/// The report with this seq, sent or kept local, for `surveyd audit show
+/// SEQ`.
+pub fn find_report(path: &Path, seq: u64) -> Result<Option<Entry>, AuditError> {
+    Ok(read_entries(path)?
+        .into_iter()
+        .find(|entry| entry.seq == seq && matches!(entry.event.as_str(), "send" | "local")))
+}
+
+/// One report and its outcome, or one consent answer, for `surveyd audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListRow {
     pub seq: u64,
     pub time: String,
+    /// `send`, `local` (built, not sent: no consent) or `consent`.
+    pub event: String,
     pub url: String,
-    /// `HTTP 204`, `error: ...`, or `no result`.
+    /// `HTTP 204`, `error: ...`, `no result`, `local (not sent)`, or the
+    /// consent given (`consent: upload, schema 3, 15 fields`).
     pub outcome: String,
     pub status: Option<u16>,
     pub error: Option<String>,
@@ -147,7 +168,8 @@ pub struct ListRow {
     pub body_sha256: String,
 }
 
-/// Pairs each send with its result, in log order.
+/// Pairs each send with its result, in log order, beside the reports kept
+/// local and the consent answers.
 pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
     let results: HashMap<u64, &Entry> = entries
         .iter()
@@ -156,31 +178,68 @@ pub fn list_rows(entries: &[Entry]) -> Vec<ListRow> {
         .collect();
     entries
         .iter()
-        .filter(|entry| entry.event == "send")
-        .map(|send| {
-            let result = results.get(&send.seq);
-            let status = result.and_then(|r| r.status);
-            let error = result.and_then(|r| r.error.clone());
-            let outcome = match (result, status, &error) {
-                (None, _, _) => "no result".to_owned(),
-                (Some(_), Some(status), None) => format!("HTTP {status}"),
-                (Some(_), Some(status), Some(error)) => format!("HTTP {status}: {error}"),
-                (Some(_), None, Some(error)) => format!("error: {error}"),
-                (Some(_), None, None) => "finished without status".to_owned(),
-            };
-            ListRow {
-                seq: send.seq,
-                time: send.time.clone(),
-                url: send.url.clone().unwrap_or_default(),
-                outcome,
-                status,
-                error,
-                duration_ms: result.and_then(|r| r.duration_ms),
-                body_size: send.body.as_ref().map_or(0, |body| body.get().len()),
-                body_sha256: send.body_sha256.clone().unwrap_or_default(),
-            }
+        .filter_map(|entry| match entry.event.as_str() {
+            "send" => Some(send_row(entry, results.get(&entry.seq).copied())),
+            "local" => Some(ListRow {
+                seq: entry.seq,
+                time: entry.time.clone(),
+                event: entry.event.clone(),
+                url: String::new(),
+                outcome: "local (not sent)".to_owned(),
+                status: None,
+                error: None,
+                duration_ms: None,
+                body_size: entry.body.as_ref().map_or(0, |body| body.get().len()),
+                body_sha256: entry.body_sha256.clone().unwrap_or_default(),
+            }),
+            "consent" => Some(ListRow {
+                seq: entry.seq,
+                time: entry.time.clone(),
+                event: entry.event.clone(),
+                url: entry.url.clone().unwrap_or_default(),
+                outcome: format!(
+                    "consent: {}, schema {}, {} field(s)",
+                    entry.mode.as_deref().unwrap_or("?"),
+                    entry
+                        .schema
+                        .map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                    entry.fields.as_ref().map_or(0, Vec::len)
+                ),
+                status: None,
+                error: None,
+                duration_ms: None,
+                body_size: 0,
+                body_sha256: String::new(),
+            }),
+            _ => None,
         })
         .collect()
+}
+
+fn send_row(send: &Entry, result: Option<&Entry>) -> ListRow {
+    {
+        let status = result.and_then(|r| r.status);
+        let error = result.and_then(|r| r.error.clone());
+        let outcome = match (result, status, &error) {
+            (None, _, _) => "no result".to_owned(),
+            (Some(_), Some(status), None) => format!("HTTP {status}"),
+            (Some(_), Some(status), Some(error)) => format!("HTTP {status}: {error}"),
+            (Some(_), None, Some(error)) => format!("error: {error}"),
+            (Some(_), None, None) => "finished without status".to_owned(),
+        };
+        ListRow {
+            seq: send.seq,
+            time: send.time.clone(),
+            event: send.event.clone(),
+            url: send.url.clone().unwrap_or_default(),
+            outcome,
+            status,
+            error,
+            duration_ms: result.and_then(|r| r.duration_ms),
+            body_size: send.body.as_ref().map_or(0, |body| body.get().len()),
+            body_sha256: send.body_sha256.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// The rows of every send in the log at `path`.

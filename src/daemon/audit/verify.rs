@@ -327,8 +327,10 @@ pub(super) fn check_event(entry: &Entry) -> Result<(), Problem> {
     let missing =
         |field: &str| Problem::NotAnEntry(format!("{} event without `{field}`", entry.event));
     match entry.event.as_str() {
-        "send" => {
-            entry.url.as_ref().ok_or_else(|| missing("url"))?;
+        "send" | "local" => {
+            if entry.event == "send" {
+                entry.url.as_ref().ok_or_else(|| missing("url"))?;
+            }
             let body = entry.body.as_ref().ok_or_else(|| missing("body"))?;
             let body_sha256 = entry
                 .body_sha256
@@ -344,6 +346,12 @@ pub(super) fn check_event(entry: &Entry) -> Result<(), Problem> {
         "result" => {
             entry.of.ok_or_else(|| missing("of"))?;
             entry.duration_ms.ok_or_else(|| missing("duration_ms"))?;
+        }
+        "consent" => {
+            entry.mode.as_ref().ok_or_else(|| missing("mode"))?;
+            entry.schema.ok_or_else(|| missing("schema"))?;
+            entry.fields.as_ref().ok_or_else(|| missing("fields"))?;
+            entry.url.as_ref().ok_or_else(|| missing("url"))?;
         }
         _ => {}
     }

@@ -67,7 +67,7 @@ pub(super) fn audit_command(
             Err(err) => Err(Failure::new(exit::IOERR, err)),
         },
         Some(AuditAction::NewChain) => super::new_chain(settings),
-        Some(AuditAction::Show { seq }) => match audit::find_send(path, *seq) {
+        Some(AuditAction::Show { seq }) => match audit::find_report(path, *seq) {
             Ok(Some(entry)) => {
                 let body = entry.body.as_ref().map(|b| b.get()).unwrap_or("null");
                 println!("{body}");
@@ -184,6 +184,7 @@ mod tests {
         ListRow {
             seq,
             time: "2026-01-01T00:00:00Z".into(),
+            event: "send".into(),
             url: "https://stats.example.org/api/stats/v1/submit".into(),
             outcome: outcome.into(),
             status,

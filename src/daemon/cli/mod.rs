@@ -10,11 +10,12 @@ use clap::{Parser, Subcommand};
 use self::audit::{audit_command, no_audit_log_yet};
 
 pub mod audit;
+pub mod consent;
 pub mod diff;
 
 use crate::daemon::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::daemon::facts;
-use crate::daemon::report;
+use crate::daemon::report::{self, Mode};
 use crate::daemon::settings::Settings;
 use crate::exit;
 use crate::sys::{self, Failure, Runtime};
@@ -63,10 +64,12 @@ pub enum Command {
     /// Warnings go to standard error. Exits 78 on any error, naming the
     /// file and line.
     CheckConfig,
-    /// Print exactly the bytes the next report would send
+    /// Print exactly the bytes a report would send after `surveyd consent yes`
     ///
-    /// Collects the facts, hashes the identifiers and prints the canonical
-    /// JSON payload followed by a newline. Nothing is sent or logged.
+    /// Collects every current fact, hashes the identifiers and prints the
+    /// canonical JSON payload followed by a newline: what a report carries
+    /// once the admin acknowledges the current fields, and what a report
+    /// kept local records. Nothing is sent or logged.
     Preview,
     /// Compare the next report with the last one uploaded
     ///
@@ -81,13 +84,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send one report now
+    /// Send one report now (or, without consent, record it locally)
     ///
-    /// Writes the payload to the audit log, then sends it. Exits 0 when the
-    /// collector answers 2xx, 69 otherwise (the attempt is still audited),
-    /// 73 if the audit log cannot be written or is damaged (then nothing is
-    /// sent), and 78 when surveyclient_interval is 0 (reporting is switched
-    /// off).
+    /// With consent to upload (`surveyd consent yes`), writes the payload
+    /// (the acknowledged fields only) to the audit log, then sends it.
+    /// Exits 0 when the collector answers 2xx, 69 otherwise (the attempt is
+    /// still audited), 73 if the audit log cannot be written or is damaged
+    /// (then nothing is sent), and 78 when surveyclient_interval is 0
+    /// (reporting is switched off).
+    ///
+    /// Without consent (local mode), records the report in the audit log
+    /// as `local`, sends nothing, says so and exits 0: the command did all
+    /// the admin allowed. Scripts that must know whether anything left read
+    /// `surveyd consent --json` (its "mode").
     ///
     /// Root never writes into a directory another user can write: when the
     /// log's directory belongs to the service's user (DynamicUser=), the
@@ -106,6 +115,36 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         action: Option<AuditAction>,
+    },
+    /// Show what may leave this machine, or answer: consent yes / consent no
+    ///
+    /// Reports are in one of three states. Off: surveyclient_interval = 0,
+    /// nothing is collected or sent. Local (the default, and after
+    /// `consent no`): on schedule each report is built and recorded in the
+    /// audit log as `local` (`surveyd audit` lists it, `surveyd audit show`
+    /// prints it), and nothing leaves the machine. Upload (after
+    /// `consent yes`): reports are sent, with the acknowledged fields only.
+    ///
+    /// Without an answer, shows the state: the mode, the destination URL,
+    /// the fields acknowledged and when, and the fields this version would
+    /// send that are not acknowledged (after an upgrade adds one), each with
+    /// its description and this machine's value. Those pending fields are
+    /// not sent until `consent yes`; reports keep flowing without them.
+    ///
+    /// Each answer is recorded in the audit log, then kept in the state dir
+    /// (file `consent`), where the running service reads it before every
+    /// report: no restart needed. As root, in a state dir and log directory
+    /// owned by the service's user (DynamicUser=), it writes as that user.
+    ///
+    /// Exit status: 0 done, 64 an unknown name in --fields, 73 the audit
+    /// log or the state dir cannot be written (the consent is unchanged),
+    /// 78 configuration error.
+    Consent {
+        /// Print JSON instead of text
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        answer: Option<ConsentAnswer>,
     },
     /// Run the service (started by systemd)
     ///
@@ -130,6 +169,26 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentAnswer {
+    /// Allow uploads of the current fields (or only those in --fields)
+    ///
+    /// Acknowledges every field this version sends (except those in
+    /// surveyclient_omit) at the current schema. A field a later upgrade
+    /// adds is not covered: it waits until the next `consent yes`.
+    Yes {
+        /// Acknowledge only these fields (comma-separated wire names, as
+        /// `surveyd consent` lists them); id_scheme comes with a hashed id
+        #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+    },
+    /// Withdraw consent: record reports locally, send nothing
+    ///
+    /// What was already uploaded stays at the collector; `surveyd forget`
+    /// asks it to delete this installation's data.
+    No,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +242,13 @@ pub fn main() -> ExitCode {
             }
             audit_command(&settings, *json, action.as_ref())
         }),
+        Command::Consent { json, answer } => with_settings(&cli.config, |settings| match answer {
+            None => consent::show(&settings, *json),
+            Some(ConsentAnswer::Yes { fields }) => {
+                consent::yes(&settings, fields.as_deref(), *json)
+            }
+            Some(ConsentAnswer::No) => consent::no(&settings, *json),
+        }),
         Command::Run => return sys::end_service(crate::daemon::service::run(&cli.config)),
         Command::Reload { pid, wait } => {
             sys::reload::request(*pid, std::time::Duration::from_secs(*wait))
@@ -226,14 +292,29 @@ fn send(settings: Settings) -> Result<(), Failure> {
         ));
     }
     let rt = Runtime::current_thread()?;
-    // Collected before any change of user, with the invoking user's access.
-    let payload = rt.block_on(report::prepare(&settings));
+    // Read and collected before any change of user, with the invoking
+    // user's access.
+    let mode = report::mode(&settings, rt.block_on(report::read_consent(&settings)));
+    let payload = match &mode {
+        Mode::Upload(consent) => rt.block_on(report::prepare_consented(&settings, consent)),
+        Mode::Local | Mode::Off => rt.block_on(report::prepare(&settings)),
+    };
     let opened = report::audit_options(&settings, audit_log::LOCK_WAIT).and_then(|options| {
         let dir = writable_log_dir(&settings)?;
         report::open_audit_in(dir, &settings, options)
     });
     let not_sent = |err| Failure::new(exit::CANTCREAT, format!("{err}; nothing was sent"));
     let mut log = opened.map_err(not_sent)?;
+    if !matches!(mode, Mode::Upload(_)) {
+        let attempt = report::keep_local(&mut log, &payload).map_err(not_sent)?;
+        println!(
+            "report {} recorded in the audit log as local; nothing was sent: there is no \
+             consent to upload (`surveyd consent` shows the state, `surveyd consent yes` allows \
+             uploads)",
+            attempt.seq
+        );
+        return Ok(());
+    }
     match rt.block_on(report::send(
         &settings,
         &mut log,
@@ -305,17 +386,47 @@ fn new_chain(settings: &Settings) -> Result<(), Failure> {
 /// still works.
 fn writable_log_dir(settings: &Settings) -> Result<LogDir, AuditError> {
     let dir = LogDir::for_log(&settings.audit_log)?;
-    if let RootWrite::AsOwner { uid, gid } = dir.root_write()? {
+    act_as_owner_of(&[&dir])?;
+    Ok(dir)
+}
+
+/// Root about to write into these open directories becomes their owner
+/// when another user owns them (irreversibly: the command ends after its
+/// write). They must all be root's or all one user's: after the switch a
+/// root-only directory could not be written, and before it the other
+/// user's could not be written safely.
+fn act_as_owner_of(dirs: &[&LogDir]) -> Result<(), AuditError> {
+    let mut owners = Vec::new();
+    for dir in dirs {
+        owners.push((dir, dir.root_write()?));
+    }
+    let Some((first, owner)) = owners.first().copied() else {
+        return Ok(());
+    };
+    if let Some((other, _)) = owners.iter().find(|(_, o)| *o != owner) {
+        return Err(AuditError::UnsafeDir {
+            path: other.path().to_owned(),
+            why: format!(
+                "it does not belong to the same user as {}; give both to the service's user",
+                first.path().display()
+            ),
+        });
+    }
+    if let RootWrite::AsOwner { uid, gid } = owner {
         act_as(uid, gid).map_err(|err| AuditError::UnsafeDir {
-            path: dir.path().to_owned(),
+            path: first.path().to_owned(),
             why: format!("it belongs to uid {uid}, and switching to that user failed: {err}"),
         })?;
+        let paths: Vec<String> = dirs
+            .iter()
+            .map(|d| d.path().display().to_string())
+            .collect();
         eprintln!(
-            "surveyd: {} belongs to uid {uid}: writing the audit log as that user, not as root",
-            dir.path().display()
+            "surveyd: {} belong(s) to uid {uid}: writing as that user, not as root",
+            paths.join(" and ")
         );
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Drops every privilege of root for good: supplementary groups, then
