@@ -51,10 +51,64 @@ set_key() {
 collector_rows() { surveyd-collector report --format json; }
 has_row_with() { collector_rows | grep -Eq "$1"; }
 
-echo "== install surveyd"
-apt-get install -y -q -o Dpkg::Use-Pty=0 /pkgs/surveyd_*.deb || fail "apt-get install surveyd"
+# What the collector logged of every request it got (its debug log, on
+# through the drop-in below): any upload or deletion request shows here.
+collector_requests() { journalctl -u surveyd-collector -o cat | grep -c '^request ' || true; }
+
+# The state dir's consent file, wherever DynamicUser= put it.
+consent_files() { ls -d /var/lib/surveyd/consent /var/lib/private/surveyd/consent 2>/dev/null; }
+
+consent_mode() {
+    surveyd consent --json | grep -Eo '"mode": *"(off|local|upload)"' | head -n 1 | grep -Eo '[a-z]+"$' | tr -d '"'
+}
+
+audit_events() { grep -c "\"event\":\"$1\"" /var/log/surveyd/audit.log || true; }
+at_least_local_reports() { [ "$(audit_events local)" -ge "$1" ]; }
+
+# Installs surveyd as a configuration manager would: the debconf answer
+# preseeded, and the configuration (the packaged file, pointed at the
+# collector) in place before the package, kept by --force-confold.
+# DEBCONF_DEBUG shows every question the package's scripts put to debconf;
+# the output goes to /tmp/install-$1.log.
+install_preseeded() {
+    echo "surveyd surveyd/upload_consent boolean $1" | debconf-set-selections
+    local unpacked
+    unpacked=$(mktemp -d)
+    dpkg-deb -x /pkgs/surveyd_*.deb "$unpacked"
+    install -D -m 644 "$unpacked/etc/surveyd/surveyd.cfg" "$CFG"
+    rm -rf "$unpacked"
+    set_key surveyclient_url "$URL"
+    set_key surveyclient_start_delay 1
+    set_key surveyclient_error_delay 1
+    set_key surveyclient_interval 2
+    DEBCONF_DEBUG=developer apt-get install -y -q -o Dpkg::Use-Pty=0 \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        /pkgs/surveyd_*.deb >"/tmp/install-$1.log" 2>&1 ||
+        { cat "/tmp/install-$1.log"; fail "apt-get install surveyd (preseeded $1)"; }
+    grep -q 'INPUT medium surveyd/upload_consent' "/tmp/install-$1.log" ||
+        { cat "/tmp/install-$1.log"; fail "a fresh installation did not ask surveyd/upload_consent"; }
+}
+
+echo "== install surveyd-collector"
+# Debug logging names every request the collector gets.
+mkdir -p /etc/systemd/system/surveyd-collector.service.d
+printf '[Service]\nEnvironment=RUST_LOG=info,surveyd::collector::http=debug\n' \
+    >/etc/systemd/system/surveyd-collector.service.d/debug.conf
+apt-get install -y -q -o Dpkg::Use-Pty=0 /pkgs/surveyd-collector_*.deb || fail "apt-get install surveyd-collector"
+systemctl is-active -q surveyd-collector || fail "surveyd-collector is not active after installation"
+wait_for 20 collector_rows || fail "surveyd-collector report does not answer"
+ok "surveyd-collector installed and active; its report is empty: $(collector_rows | tr -d '\n')"
+
+echo "== install surveyd, preseeded \"no\": local mode, nothing leaves"
+install_preseeded false
 systemctl is-active -q surveyd || fail "surveyd is not active after installation"
-ok "surveyd installed, enabled ($(systemctl is-enabled surveyd)) and active"
+ok "surveyd installed, enabled ($(systemctl is-enabled surveyd)) and active; the installation asked surveyd/upload_consent"
+[ "$(consent_mode)" = local ] || fail "preseeded no: surveyd consent --json says: $(surveyd consent --json)"
+[ "$(audit_events consent)" = 1 ] || fail "the answer is not one consent event in the audit log"
+wait_for 60 at_least_local_reports 3 || fail "no three local reports in the audit log: $(surveyd audit)"
+[ "$(collector_rows | grep -c '"uid"')" = 0 ] || fail "preseeded no, yet the collector has a row"
+[ "$(collector_requests)" = 0 ] || fail "preseeded no, yet the collector got requests: $(journalctl -u surveyd-collector -o cat | grep '^request ')"
+ok "preseeded no: surveyd consent says local, $(audit_events local) local reports in the audit log, the collector got no request"
 
 pid=$(main_pid)
 status=/proc/$pid/status
@@ -66,22 +120,24 @@ uid=$(awk '/^Uid:/ {print $2}' "$status")
 if nsenter --target "$pid" --mount -- touch /usr/.surveyd-write-test 2>/dev/null; then
     fail "/usr is writable in the service's mount namespace"
 fi
-ok "sandbox of PID $pid: uid $uid, no capabilities, no_new_privs, seccomp filter, /usr read-only"
+owner=$(stat -c %u /var/lib/private/surveyd/consent)
+[ "$owner" = "$uid" ] || fail "the consent file belongs to uid $owner, the service runs as $uid"
+ok "sandbox of PID $pid: uid $uid, no capabilities, no_new_privs, seccomp filter, /usr read-only; the consent recorded at installation belongs to that uid"
 
-echo "== install surveyd-collector"
-apt-get install -y -q -o Dpkg::Use-Pty=0 /pkgs/surveyd-collector_*.deb || fail "apt-get install surveyd-collector"
-systemctl is-active -q surveyd-collector || fail "surveyd-collector is not active after installation"
-wait_for 20 collector_rows || fail "surveyd-collector report does not answer"
-ok "surveyd-collector installed and active; its report is empty: $(collector_rows | tr -d '\n')"
+echo "== purge forgets the answer"
+apt-get purge -y -q -o Dpkg::Use-Pty=0 surveyd || fail "apt-get purge surveyd"
+[ -z "$(consent_files)" ] || fail "left after purge: $(consent_files)"
+[ -z "$(debconf-show surveyd 2>/dev/null)" ] || fail "debconf still knows: $(debconf-show surveyd)"
+ok "after purge: no consent file, and debconf has forgotten surveyd/upload_consent"
 
-echo "== a report reaches the collector"
-set_key surveyclient_url "$URL"
-set_key surveyclient_start_delay 1
-set_key surveyclient_error_delay 1
-surveyd check-config >/dev/null || fail "surveyd check-config rejects the edited $CFG"
-systemctl restart surveyd || fail "systemctl restart surveyd"
+echo "== install surveyd, preseeded \"yes\": reports reach the collector"
+install_preseeded true
+systemctl is-active -q surveyd || fail "surveyd is not active after installation"
+[ "$(consent_mode)" = upload ] || fail "preseeded yes: surveyd consent --json says: $(surveyd consent --json)"
 wait_for 30 has_row_with '"uid"' || fail "no row reached the collector"
-ok "a report from surveyd is a row in the collector: $(collector_rows | tr -d '\n' | cut -c1-300)"
+[ "$(collector_requests)" -ge 1 ] ||
+    fail "the collector's log shows no request, so it cannot have shown one in local mode either"
+ok "preseeded yes: surveyd consent says upload, and a report is a row in the collector: $(collector_rows | tr -d '\n' | cut -c1-300)"
 
 echo "== systemctl reload applies an edited conffile"
 pid=$(main_pid)
@@ -125,7 +181,18 @@ done
 echo "== upgrade to a newer build"
 pid=$(main_pid)
 conf_sum=$(md5sum <"$CFG")
-dpkg -i /upgrade/surveyd_*.deb || fail "dpkg -i of the newer build"
+consents=$(audit_events consent)
+# Were the answer applied again, this would turn uploads off.
+echo "surveyd surveyd/upload_consent boolean false" | debconf-set-selections
+DEBCONF_DEBUG=developer dpkg -i /upgrade/surveyd_*.deb >/tmp/upgrade.log 2>&1 ||
+    { cat /tmp/upgrade.log; fail "dpkg -i of the newer build"; }
+if grep -Eq '(INPUT [a-z]+|GET) surveyd/upload_consent' /tmp/upgrade.log; then
+    cat /tmp/upgrade.log
+    fail "the upgrade asked or read surveyd/upload_consent"
+fi
+[ "$(consent_mode)" = upload ] || fail "after the upgrade surveyd consent --json says: $(surveyd consent --json)"
+[ "$(audit_events consent)" = "$consents" ] || fail "the upgrade recorded a consent event"
+ok "the upgrade neither asked nor applied surveyd/upload_consent: still upload mode, still $consents consent event"
 installed=$(dpkg-query -W -f '${Version}' surveyd)
 [ "$installed" = "$(dpkg-deb -f /upgrade/surveyd_*.deb Version)" ] ||
     fail "installed version is $installed after the upgrade"
@@ -156,7 +223,9 @@ echo "== remove keeps the audit log, purge leaves nothing"
 apt-get remove -y -q -o Dpkg::Use-Pty=0 surveyd || fail "apt-get remove surveyd"
 [ -s /var/log/surveyd/audit.log ] || fail "apt-get remove deleted the audit log"
 [ -f "$CFG" ] || fail "apt-get remove deleted the conffile"
-ok "after remove the audit log ($(wc -l </var/log/surveyd/audit.log) lines) and the conffile are kept"
+[ -n "$(consent_files)" ] || fail "apt-get remove deleted the consent"
+ok "after remove the audit log ($(wc -l </var/log/surveyd/audit.log) lines), the consent and the conffile are kept"
+rm -r /etc/systemd/system/surveyd-collector.service.d
 apt-get purge -y -q -o Dpkg::Use-Pty=0 surveyd surveyd-collector || fail "apt-get purge"
 leftovers=$(ls -d /etc/surveyd /usr/lib/systemd/system/surveyd* /lib/systemd/system/surveyd* \
     /etc/systemd/system/*/surveyd* /var/lib/systemd/deb-systemd-helper-enabled/surveyd* \
@@ -175,7 +244,8 @@ fi
 known=$(dpkg-query -W -f '${Package} ${db:Status-Status}\n' 'surveyd*' 2>/dev/null |
     grep -v ' not-installed$')
 [ -z "$known" ] || fail "dpkg still has: $known"
-ok "after purge: no unit, user, state, log or conffile of surveyd or surveyd-collector"
+[ -z "$(debconf-show surveyd 2>/dev/null)" ] || fail "debconf still knows: $(debconf-show surveyd)"
+ok "after purge: no unit, user, state, consent, debconf answer, log or conffile of surveyd or surveyd-collector"
 
 echo PASS >/out/result
 echo "== all checks passed"

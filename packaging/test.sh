@@ -7,8 +7,9 @@
 #      install, verify and erase with `rpm --root` in a throwaway root;
 #   3. a minimal Debian 12 root (debootstrap, cached as a tarball under
 #      /var/cache/surveyd-test), booted with systemd-nspawn, where
-#      packaging/container-check.sh installs, runs, reloads, upgrades,
-#      removes and purges the packages under the real systemd 252;
+#      packaging/container-check.sh installs (the consent question
+#      preseeded "no", then "yes"), runs, reloads, upgrades, removes and
+#      purges the packages under the real systemd 252;
 #   4. the exposure of both units (systemd-analyze security), offline on
 #      the unit files as packaged and inside the booted container: at most
 #      1.5 each.
@@ -24,7 +25,7 @@ readonly INCLUDE=systemd,systemd-sysv,dbus,ca-certificates,procps
 readonly CACHE_DIR=/var/cache/surveyd-test
 # Bounds on the slow steps, in seconds.
 readonly DEBOOTSTRAP_TIMEOUT=900
-readonly CONTAINER_TIMEOUT=300
+readonly CONTAINER_TIMEOUT=420
 
 started=$SECONDS
 step() { echo; echo "=== $* [$((SECONDS - started)) s]"; }
@@ -182,14 +183,21 @@ rpmroot=$work/rpmroot
 mkdir "$rpmroot"
 tar -C "$rpmroot" --numeric-owner -xf "$cache"
 rpm --root "$rpmroot" --initdb
-rpm -i --root "$rpmroot" --nodeps "$work"/pkgs/surveyd-[0-9]*.rpm "$work"/pkgs/surveyd-collector-[0-9]*.rpm
+rpm_out=$(rpm -i --root "$rpmroot" --nodeps "$work"/pkgs/surveyd-[0-9]*.rpm \
+    "$work"/pkgs/surveyd-collector-[0-9]*.rpm 2>&1) || fail "rpm -i: $rpm_out"
+echo "$rpm_out"
+for says in "installed in local mode" "surveyd preview" "surveyd consent yes"; do
+    grep -qF "$says" <<<"$rpm_out" || fail "the %post message of surveyd does not say: $says"
+done
 rpm --root "$rpmroot" -V --nodeps surveyd surveyd-collector || fail "rpm -V after rpm -i"
 for name in surveyd surveyd-collector; do
     [ -x "$rpmroot/usr/bin/$name" ] || fail "rpm -i did not install /usr/bin/$name"
     [ -L "$rpmroot/etc/systemd/system/multi-user.target.wants/$name.service" ] ||
         fail "the %post scriptlet did not enable $name.service"
 done
-ok "rpm -i --root: files installed and verified, both units enabled by the %post preset"
+[ ! -e "$rpmroot/var/lib/surveyd/consent" ] && [ ! -e "$rpmroot/var/lib/private/surveyd/consent" ] ||
+    fail "rpm -i recorded a consent"
+ok "rpm -i --root: files installed and verified, both units enabled by the %post preset, no consent recorded (local mode) and the %post message says how to consent"
 rpm -e --root "$rpmroot" surveyd surveyd-collector
 left=$(ls -d "$rpmroot"/usr/bin/surveyd* "$rpmroot"/etc/surveyd \
     "$rpmroot"/etc/systemd/system/multi-user.target.wants/surveyd* 2>/dev/null || true)
@@ -232,7 +240,7 @@ FailureAction=poweroff-force
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/surveyd-check
-TimeoutStartSec=240
+TimeoutStartSec=360
 EOF
 # --private-network: the container has only its own loopback, where the
 # collector listens; nothing it sends can leave the machine.

@@ -154,7 +154,7 @@ pub fn format_table(rows: &[ListRow]) -> String {
 /// Every text cell comes from a file the service's user can write, and
 /// error texts from the network: keep control, separator and bidirectional
 /// formatting characters from forging rows or reaching the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
             if crate::wire::forbidden_char(c) {
@@ -167,7 +167,7 @@ fn printable(text: &str) -> String {
 }
 
 /// `text` cut to [`MAX_CELL`] characters with `…` in the middle.
-fn shorten(text: &str) -> String {
+pub(super) fn shorten(text: &str) -> String {
     let count = text.chars().count();
     if count <= MAX_CELL {
         return text.to_owned();

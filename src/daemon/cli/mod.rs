@@ -11,6 +11,7 @@ use self::audit::{audit_command, no_audit_log_yet};
 
 pub mod audit;
 pub mod consent;
+pub mod diff;
 
 use crate::daemon::audit::{self as audit_log, AuditError, AuditLog, LogDir, RootWrite};
 use crate::daemon::facts;
@@ -74,6 +75,19 @@ pub enum Command {
     /// once the admin acknowledges the current fields, and what a report
     /// kept local records. Nothing is sent or logged.
     Preview,
+    /// Compare the next report with the last one uploaded
+    ///
+    /// Builds the next report exactly as `surveyd preview` does and sets it
+    /// against the last report the collector accepted (the newest audited
+    /// send with a 2xx result), key by key: each fact and each envelope key
+    /// (version, schema, ...) is added, removed, changed (old and new value
+    /// shown) or unchanged. Without an accepted report yet, says so and
+    /// shows every key as added. Reads the audit log only; writes nothing.
+    Diff {
+        /// Print one JSON object (`uploaded`, `differences`, `summary`)
+        #[arg(long)]
+        json: bool,
+    },
     /// Send one report now (or, without consent, record it locally)
     ///
     /// With consent to upload (`surveyd consent yes`), writes the payload
@@ -244,6 +258,9 @@ pub fn main() -> ExitCode {
             println!("{}", String::from_utf8_lossy(payload.as_bytes()));
             Ok(())
         }),
+        Command::Diff { json } => {
+            with_settings(&cli.config, |settings| diff::diff_command(&settings, *json))
+        }
         Command::Send => with_settings(&cli.config, send),
         Command::Forget => with_settings(&cli.config, forget),
         Command::Audit {
