@@ -4,14 +4,12 @@
 //! refused ones) shows every key as added; the command reads only, and refuses a planted
 //! audit log without hanging.
 
-mod collector_support;
 mod common;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use collector_support::{Backend, Collector};
 use common::*;
 use serde_json::Value;
 
