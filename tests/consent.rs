@@ -356,3 +356,79 @@ fn the_collector_refuses_a_field_newer_than_the_schema_its_sender_acknowledged()
     let refused = collector.post(&newer.to_string());
     assert_eq!(refused.status, 400, "{refused:?}");
 }
+
+#[test]
+fn consent_no_deletes_the_uploaded_row_with_a_tombstone_that_verifies() {
+    for_each_backend("consent_no_deletes", |backend| {
+        let name = backend.name();
+        let collector = Collector::start(&backend);
+        let url = format!("http://{}{SUBMIT}", collector.addr);
+        let key = format!("surveyclient_collector_key = {}\n", collector.public_key());
+
+        // No service: `consent no` itself asks, with the log it holds.
+        let install = Install::new();
+        install.write_config(&url, &key);
+        assert!(install.run(&["send"]).status.success(), "{name}");
+        assert_eq!(collector.rows().len(), 1, "{name}");
+        let answer = json_of(&install.run(&["consent", "no", "--json"]));
+        assert_eq!(answer["mode"], "local", "{name}");
+        assert_eq!(answer["deletion"]["state"], "confirmed", "{name}: {answer}");
+        assert!(collector.rows().is_empty(), "{name}: the row is gone");
+        let verify = install.run(&["audit", "verify"]);
+        assert!(verify.status.success(), "{name}: {}", stderr(&verify));
+        assert!(
+            stdout(&verify).contains("receipts OK: 2 verify"),
+            "{name}: {}",
+            stdout(&verify)
+        );
+        // Saying no again asks nothing more: nothing was uploaded since.
+        let again = json_of(&install.run(&["consent", "no", "--json"]));
+        assert_eq!(again["deletion"]["state"], "not-needed", "{name}");
+
+        // The service running: it holds the log, so it asks itself, before
+        // the first report the withdrawal governs.
+        let install = Install::new();
+        install.write_config(&url, &format!("{key}{EVERY_SECOND}"));
+        let mut daemon = Daemon::start(&install);
+        daemon.ready();
+        // Waiting on the service's STATUS also drains its notify socket,
+        // which a real systemd reads at once.
+        daemon.expect_status("accepted (HTTP 200)");
+        assert_eq!(collector.rows().len(), 1, "{name}: no upload");
+        let answer = json_of(&install.run(&["consent", "no", "--json"]));
+        assert_eq!(
+            answer["deletion"]["state"], "by-service",
+            "{name}: {answer}"
+        );
+        // The service asks for the deletion before the report it keeps local.
+        daemon.expect_status("recorded locally");
+        assert!(collector.rows().is_empty(), "{name}: row not deleted");
+        daemon.expect_status("recorded locally");
+        let (code, log) = daemon.stop();
+        assert_eq!(code, 0, "{log}");
+        assert_eq!(collector.rows().len(), 0, "{name}: nothing uploaded after");
+        let forgets: Vec<Value> = audit_events(&install)
+            .into_iter()
+            .filter(|e| e["event"] == "forget")
+            .collect();
+        assert_eq!(forgets.len(), 1, "{name}");
+        let verify = install.run(&["audit", "verify"]);
+        assert!(verify.status.success(), "{name}: {}", stderr(&verify));
+        assert_no_raw_ids("the audit log", install.audit_text().as_bytes());
+        assert_no_raw_ids("the service log", log.as_bytes());
+    });
+}
+
+#[test]
+fn consent_no_on_an_installation_that_never_uploaded_contacts_nobody() {
+    let server = stand_in(None, vec![Reply::Status(200)]);
+    let install = fresh_install(&server.url, "");
+    let answer = json_of(&install.run(&["consent", "no", "--json"]));
+    assert_eq!(answer["deletion"]["state"], "not-needed", "{answer}");
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    // Local reports are not uploads either.
+    assert!(install.run(&["send"]).status.success());
+    let answer = json_of(&install.run(&["consent", "no", "--json"]));
+    assert_eq!(answer["deletion"]["state"], "not-needed", "{answer}");
+    assert!(server.requests().is_empty());
+}

@@ -23,6 +23,7 @@ use crate::daemon::payload::{self, Facts};
 use crate::daemon::receipts::{self, Checked};
 use crate::daemon::report::{self, Outcome};
 use crate::daemon::settings::Settings;
+use crate::daemon::state::{Consent, ConsentMode};
 use crate::daemon::transport::{self, Outgoing};
 use crate::privacy::RawId;
 use crate::wire::receipt::Kind;
@@ -93,6 +94,21 @@ pub fn deletion_requests(
         .into_iter()
         .map(|uid| DeletionRequest::new(machine_id, uid))
         .collect())
+}
+
+/// The deletions a withdrawal (`surveyd consent no`) asks for: none unless
+/// the consent it replaces allowed uploads, so an installation that never
+/// uploaded (a package installed with the answer "no") contacts nobody;
+/// otherwise every row [`deletion_requests`] lists.
+pub fn withdrawal_requests(
+    settings: &Settings,
+    facts: &Facts,
+    previous: Option<&Consent>,
+) -> Result<Vec<DeletionRequest>, ForgetError> {
+    if !previous.is_some_and(|consent| consent.mode == ConsentMode::Upload) {
+        return Ok(Vec::new());
+    }
+    deletion_requests(settings, facts)
 }
 
 /// The uids of the reports the collector accepted, oldest first, each

@@ -33,7 +33,8 @@ use crate::daemon::audit::{AuditError, AuditLog};
 use crate::daemon::report::{self, Attempt, Mode};
 use crate::daemon::scheduler::{self, Timing};
 use crate::daemon::settings::{Loaded, Settings};
-use crate::daemon::state::{self, Consent};
+use crate::daemon::state::{self, Consent, ConsentMode};
+use crate::daemon::{facts, forget};
 use crate::exit;
 use crate::sys::{notify, reload, Failure, Runtime};
 
@@ -393,6 +394,33 @@ impl Service {
             if let Some(answer) = consent.as_ref().filter(|c| Some(*c) != recorded.as_ref()) {
                 if let Err(err) = report::record_consent(&mut audit, answer) {
                     return (audit, recorded, Err(err));
+                }
+                // `surveyd consent no` while the service holds the log: the
+                // deletion it could not ask for is asked here, first.
+                if answer.mode == ConsentMode::Local {
+                    let withdrawn = async {
+                        let facts = facts::collect(&settings, Path::new("/")).await;
+                        match forget::withdrawal_requests(&settings, &facts, recorded.as_ref()) {
+                            Ok(requests) => {
+                                for request in &requests {
+                                    let cancel = async {
+                                        let _ = (&mut cancelled).await;
+                                    };
+                                    forget::request_deletion(
+                                        &settings, &mut audit, request, cancel,
+                                    )
+                                    .await?;
+                                }
+                            }
+                            Err(err) => warn!(
+                                "consent withdrawn, but no deletion could be asked for: {err}"
+                            ),
+                        }
+                        Ok(())
+                    };
+                    if let Err(err) = withdrawn.await {
+                        return (audit, recorded, Err(err));
+                    }
                 }
             }
             let recorded = consent.clone();

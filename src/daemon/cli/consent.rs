@@ -9,15 +9,17 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::daemon::audit::{AuditError, LogDir};
+use crate::daemon::audit::{AuditError, AuditLog, LogDir};
 use crate::daemon::payload;
 use crate::daemon::report::{self, Mode};
 use crate::daemon::settings::Settings;
 use crate::daemon::state::{self, Consent, ConsentMode};
+use crate::daemon::{facts, forget};
 use crate::exit;
 use crate::sys::{Failure, Runtime};
 use crate::wire;
@@ -186,7 +188,7 @@ pub(super) fn yes(
         url: settings.url.to_string(),
         time: now(),
     };
-    let recorded = record(settings, &consent)?;
+    let (recorded, _) = record(settings, &consent)?;
     if as_json {
         println!("{}", answer_json(&consent, recorded));
     } else {
@@ -209,8 +211,16 @@ pub(super) fn yes(
     Ok(())
 }
 
-/// `surveyd consent no`.
+/// `surveyd consent no`: uploads stop from the next report on, and when
+/// the consent it replaces allowed uploads, the collector is asked to
+/// delete what it holds (by this command when it can write the audit log,
+/// else by the running service before its next report).
 pub(super) fn no(settings: &Settings, as_json: bool) -> Result<(), Failure> {
+    let previous = state::read_consent(&settings.state_dir);
+    let rt = Runtime::current_thread()?;
+    // Collected before any change of user, with the invoking user's access.
+    let facts = rt.block_on(facts::collect(settings, Path::new("/")));
+    let requests = forget::withdrawal_requests(settings, &facts, previous.as_ref());
     let consent = Consent {
         mode: ConsentMode::Local,
         schema: wire::SCHEMA,
@@ -218,22 +228,105 @@ pub(super) fn no(settings: &Settings, as_json: bool) -> Result<(), Failure> {
         url: settings.url.to_string(),
         time: now(),
     };
-    let recorded = record(settings, &consent)?;
-    if as_json {
-        println!("{}", answer_json(&consent, recorded));
-    } else {
+    let (recorded, log) = record(settings, &consent)?;
+    if !as_json {
         println!(
             "consent withdrawn ({}): reports are recorded in the audit log only, nothing is \
              sent from the next report on",
             recorded.describe()
         );
-        println!(
-            "what was already uploaded stays at the collector until it is deleted: \
-             `surveyd forget` asks {} to delete this installation's data",
-            consent.url
-        );
     }
-    Ok(())
+    let deletion = match (requests, log) {
+        (Ok(requests), _) if requests.is_empty() => Deletion::NotNeeded,
+        (Ok(requests), Some(mut log)) => {
+            let deletions = rt
+                .block_on(forget::forget(settings, &mut log, &requests))
+                .map_err(|err| {
+                    Failure::new(
+                        exit::CANTCREAT,
+                        format!(
+                            "consent withdrawn, but the deletion request could not be audited: \
+                             {err}; nothing was sent; run `surveyd forget`"
+                        ),
+                    )
+                })?;
+            Deletion::Done(deletions)
+        }
+        (Ok(_), None) => Deletion::ByService,
+        (Err(err), _) => Deletion::Impossible(err.to_string()),
+    };
+    if as_json {
+        let mut answer = answer_json(&consent, recorded);
+        answer["deletion"] = deletion.json();
+        println!("{answer}");
+    } else {
+        match &deletion {
+            Deletion::NotNeeded => println!(
+                "nothing was uploaded under the consent this replaces, so nothing is asked \
+                 of {}",
+                consent.url
+            ),
+            Deletion::ByService => println!(
+                "the running service asks {} to delete this installation's data before its \
+                 next report (`surveyd audit` shows the deletion request and its tombstone)",
+                consent.url
+            ),
+            Deletion::Done(_) | Deletion::Impossible(_) => {}
+        }
+    }
+    match deletion {
+        Deletion::Done(deletions) if as_json => {
+            if deletions.iter().all(forget::Deletion::is_success) {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    exit::UNAVAILABLE,
+                    "consent withdrawn, but the collector did not confirm every deletion; \
+                     run `surveyd forget` again",
+                ))
+            }
+        }
+        Deletion::Done(deletions) => super::confirm_deletions(&deletions),
+        Deletion::Impossible(why) => Err(Failure::new(
+            exit::DATAERR,
+            format!("consent withdrawn, but no deletion could be asked for: {why}"),
+        )),
+        Deletion::NotNeeded | Deletion::ByService => Ok(()),
+    }
+}
+
+/// What `consent no` did about the data already uploaded.
+enum Deletion {
+    /// The replaced consent allowed no uploads.
+    NotNeeded,
+    /// The running service holds the audit log and asks itself.
+    ByService,
+    Done(Vec<forget::Deletion>),
+    /// No machine id: no deletion can be proven.
+    Impossible(String),
+}
+
+impl Deletion {
+    fn json(&self) -> Value {
+        match self {
+            Deletion::NotNeeded => json!({"state": "not-needed"}),
+            Deletion::ByService => json!({"state": "by-service"}),
+            Deletion::Done(deletions) => json!({
+                "state": if deletions.iter().all(forget::Deletion::is_success) {
+                    "confirmed"
+                } else {
+                    "failed"
+                },
+                "requests": deletions.iter().map(|d| json!({
+                    "seq": d.seq,
+                    "uid": d.uid,
+                    "confirmed": d.is_success(),
+                    "outcome": d.describe(),
+                })).collect::<Vec<_>>(),
+            }),
+            Deletion::Impossible(why) => json!({"state": "impossible", "why": why}),
+        }
+    }
 }
 
 /// The `--fields` list checked against the fields this version sends,
@@ -278,7 +371,7 @@ fn chosen_fields(names: &[String]) -> Result<Vec<String>, Failure> {
 /// file is written here, and the service records the answer before the
 /// first report it governs. As root, in directories the service's user
 /// owns, both are written as that user, never as root.
-fn record(settings: &Settings, consent: &Consent) -> Result<Recorded, Failure> {
+fn record(settings: &Settings, consent: &Consent) -> Result<(Recorded, Option<AuditLog>), Failure> {
     let cannot = |err: &dyn std::fmt::Display| {
         Failure::new(
             exit::CANTCREAT,
@@ -290,11 +383,12 @@ fn record(settings: &Settings, consent: &Consent) -> Result<Recorded, Failure> {
     let options = report::audit_options(settings, SERVICE_LOCK_WAIT).map_err(|err| cannot(&err))?;
     let log_dir = LogDir::for_log(&settings.audit_log).map_err(|err| cannot(&err))?;
     act_as_owner_of(&[&state_dir, &log_dir]).map_err(|err| cannot(&err))?;
-    let recorded = match report::open_audit_in(log_dir, settings, options) {
+    let (recorded, log) = match report::open_audit_in(log_dir, settings, options) {
         Ok(mut log) => {
-            Recorded::InLog(report::record_consent(&mut log, consent).map_err(|err| cannot(&err))?)
+            let seq = report::record_consent(&mut log, consent).map_err(|err| cannot(&err))?;
+            (Recorded::InLog(seq), Some(log))
         }
-        Err(AuditError::Locked { holder, .. }) => Recorded::ByService(holder),
+        Err(AuditError::Locked { holder, .. }) => (Recorded::ByService(holder), None),
         Err(err) => return Err(cannot(&err)),
     };
     state_dir
@@ -313,7 +407,7 @@ fn record(settings: &Settings, consent: &Consent) -> Result<Recorded, Failure> {
                 ),
             )
         })?;
-    Ok(recorded)
+    Ok((recorded, log))
 }
 
 /// Where the answer went into the audit log.

@@ -210,10 +210,14 @@ pub enum ConsentAnswer {
         #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
         fields: Option<Vec<String>>,
     },
-    /// Withdraw consent: record reports locally, send nothing
+    /// Withdraw consent: record reports locally, send nothing, delete what was uploaded
     ///
-    /// What was already uploaded stays at the collector; `surveyd forget`
-    /// asks it to delete this installation's data.
+    /// When the consent withdrawn allowed uploads, also asks the collector
+    /// to delete this installation's data, as `surveyd forget` does (the
+    /// running service asks before its next report when it holds the audit
+    /// log). An installation that never uploaded contacts nobody. Exit 69
+    /// when a deletion was not confirmed (the consent is withdrawn all the
+    /// same; run `surveyd forget` again).
     No,
 }
 
@@ -389,8 +393,15 @@ fn forget(settings: Settings) -> Result<(), Failure> {
             &settings, &mut log, &requests,
         ))
         .map_err(not_sent)?;
+    confirm_deletions(&deletions)
+}
+
+/// Prints each confirmed deletion; any unconfirmed one fails the command
+/// with 69 (the admin runs `surveyd forget` again: deleting twice is
+/// harmless).
+fn confirm_deletions(deletions: &[crate::daemon::forget::Deletion]) -> Result<(), Failure> {
     let mut failed = Vec::new();
-    for deletion in &deletions {
+    for deletion in deletions {
         let line = format!(
             "deletion request {} for installation {}: {}",
             deletion.seq,
