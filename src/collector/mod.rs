@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod service;
 pub mod store;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
