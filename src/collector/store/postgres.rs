@@ -11,13 +11,14 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
 use super::{
-    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, Job, Row, Stats,
-    StoreError, WriterHealth, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
-    SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, DayCloser, Job, Row,
+    Stats, StoreError, Work, WriterConfig, WriterHealth, MIGRATIONS, SCHEMA_VERSION,
+    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
 /// One round trip for a whole batch: the reports travel as parallel
@@ -38,14 +39,70 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
             c => format!("u.{}", c.name()),
         })
         .collect();
+    // `xmax = 0` only on a row this statement inserted; `first_seen` is
+    // never updated, so on a row another collector inserted after our
+    // FOR UPDATE read it is the time of that collector's report.
     format!(
         "INSERT INTO installations ({}) SELECT {} FROM UNNEST({}) AS u({}) \
-         ON CONFLICT (uid) DO UPDATE SET {}",
+         ON CONFLICT (uid) DO UPDATE SET {} \
+         RETURNING uid, first_seen, (xmax = 0)",
         columns().collect::<Vec<_>>().join(", "),
         selected.join(", "),
         arrays.join(", "),
         names.join(", "),
         upsert_updates("EXCLUDED")
+    )
+});
+
+/// Locks the batch's existing rows (in uid order, as every collector does,
+/// so two cannot deadlock) and reads their `last_update` as committed by
+/// whoever held them before: whether a report is an installation's first
+/// today is decided on that value, so two collectors never both count it.
+const LOCK_PREVIOUS: &str = "SELECT uid, last_update FROM installations \
+    WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
+
+// The counters, a batch's worth in one statement each.
+static ADD_DAYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_DAY
+    )
+});
+static ADD_GROUPS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_GROUP
+    )
+});
+static ADD_USERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_users (day, bucket, installations) \
+         SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::bigint[]) {}",
+        history::ADD_USERS
+    )
+});
+static ADD_HOURS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_hours (hour, reports) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) {}",
+        history::ADD_HOUR
+    )
+});
+/// Deletes up to `$2` rows expired before `$1` that no other transaction
+/// holds (a collector refreshing one, or another collector expiring it),
+/// and returns what they are counted gone under: each row is deleted, and
+/// counted, by exactly one transaction.
+static DELETE_EXPIRED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM installations WHERE last_update < $1 AND uid IN \
+         (SELECT uid FROM installations WHERE last_update < $1 \
+          ORDER BY uid LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING {}",
+        history::EXPIRED_COLUMNS
     )
 });
 
@@ -154,13 +211,25 @@ impl Postgres {
 
     pub(super) async fn run_writer(
         mut self,
-        mut rx: mpsc::Receiver<Job>,
-        batch_size: usize,
+        mut rx: mpsc::Receiver<Work>,
+        config: WriterConfig,
         health: &WriterHealth,
     ) {
         let mut last_connect_failure: Option<Instant> = None;
-        while let Some(first) = rx.recv().await {
-            let jobs = drain_batch(first, &mut rx, batch_size);
+        let mut closer = DayCloser::default();
+        self.close_days_if_due(&mut closer, config.retention_days, health)
+            .await;
+        while let Some(work) = rx.recv().await {
+            if self
+                .ensure_connected(&mut last_connect_failure)
+                .await
+                .is_ok()
+            {
+                self.close_days_if_due(&mut closer, config.retention_days, health)
+                    .await;
+            }
+            let Work::Store(first) = work else { continue };
+            let jobs = drain_batch(first, &mut rx, config.batch_size);
             health.begin_batch();
             let result = match self.ensure_connected(&mut last_connect_failure).await {
                 Ok(()) => self.write_batch(&jobs).await.map_err(err("database write")),
@@ -196,16 +265,20 @@ impl Postgres {
         }
     }
 
+    /// Store the batch and count it in the history, in one transaction
+    /// that is correct with other collectors writing the same database:
+    /// see [`LOCK_PREVIOUS`] and [`UPSERT`].
     async fn write_batch(&mut self, jobs: &[Job]) -> Result<(), tokio_postgres::Error> {
         // ON CONFLICT may touch a row only once per statement, so of several
-        // reports for one installation in a batch only the last one counts,
-        // as it would have after sequential upserts.
+        // reports for one installation in a batch only the last one is
+        // stored, as it would have been after sequential upserts. Rows go
+        // in uid order, the order every collector locks them in.
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
             last.insert(job.report.uid.as_str(), i);
         }
         let mut idx: Vec<usize> = last.into_values().collect();
-        idx.sort_unstable();
+        idx.sort_unstable_by_key(|&i| jobs[i].report.uid.as_str());
         let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
         let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
         let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
@@ -248,8 +321,176 @@ impl Postgres {
             .into_iter()
             .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
             .collect();
-        self.client.execute(&stmt, &params).await?;
+        let tx = self.client.transaction().await?;
+        let mut previous: HashMap<String, Previous> = tx
+            .query(LOCK_PREVIOUS, &[&uid])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Previous::LastUpdate(r.get(1))))
+            .collect();
+        for r in tx.query(&stmt, &params).await? {
+            let (uid, first_seen, inserted): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+            previous.entry(uid).or_insert(if inserted {
+                Previous::New
+            } else {
+                Previous::LastUpdate(first_seen)
+            });
+        }
+        let mut increments = Increments::default();
+        for Job { report, .. } in jobs {
+            let prev = previous
+                .insert(report.uid.clone(), Previous::LastUpdate(now))
+                .unwrap_or(Previous::New);
+            increments.add_report(report, now, prev);
+        }
+        add_increments(&tx, &increments).await?;
+        tx.commit().await
+    }
+
+    async fn close_days_if_due(
+        &mut self,
+        closer: &mut DayCloser,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) {
+        let now = unix_now();
+        if let Some(today) = closer.due(now) {
+            let result = self
+                .close_days(today, now, retention_days, health)
+                .await
+                .map_err(err("closing the day"));
+            closer.done(today, result);
+        }
+    }
+
+    /// Close every day that ended and is not closed yet, oldest first.
+    /// Several collectors may do this at once: each expired row is deleted
+    /// and counted by one of them, and the marker is inserted once.
+    async fn close_days(
+        &mut self,
+        today: i64,
+        now: i64,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) -> Result<(), tokio_postgres::Error> {
+        let last_closed: Option<i64> = self
+            .client
+            .query_one("SELECT MAX(day) FROM closed_days", &[])
+            .await?
+            .get(0);
+        for day in history::days_to_close(today, last_closed) {
+            loop {
+                health.begin_batch();
+                let finished = self.close_day_step(day, now, retention_days).await;
+                health.end_batch();
+                if finished? {
+                    break;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// One retention batch of closing `day`; true once the day is closed.
+    async fn close_day_step(
+        &mut self,
+        day: i64,
+        now: i64,
+        retention_days: u32,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        let closed = tx
+            .query_opt("SELECT 1 FROM closed_days WHERE day = $1", &[&day])
+            .await?
+            .is_some();
+        if closed {
+            tx.commit().await?;
+            return Ok(true);
+        }
+        let mut increments = Increments::default();
+        let mut deleted = 0;
+        if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
+            let batch = history::RETENTION_BATCH as i64;
+            for r in tx
+                .query(DELETE_EXPIRED.as_str(), &[&cutoff, &batch])
+                .await?
+            {
+                let flags: i32 = r.get(4);
+                let dims = history::dims_of_row(
+                    [r.get(0), r.get(1), r.get(2), r.get(3)],
+                    i64::from(flags),
+                );
+                increments.add_gone(day, dims);
+                deleted += 1;
+            }
+        }
+        add_increments(&tx, &increments).await?;
+        let finished = deleted < history::RETENTION_BATCH;
+        if finished {
+            tx.execute(
+                "INSERT INTO closed_days (day, closed_at) VALUES ($1, $2) \
+                 ON CONFLICT (day) DO NOTHING",
+                &[&day, &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if deleted > 0 {
+            tracing::info!(
+                "retention: deleted {deleted} installations not seen since before day {day} closed"
+            );
+        }
+        Ok(finished)
+    }
+
+    pub async fn rollup_rows(&self, from_day: i64, to_day: i64) -> Result<RollupRows, StoreError> {
+        let e = err("reading the history");
+        let range: [&(dyn ToSql + Sync); 2] = [&from_day, &to_day];
+        let days = self
+            .client
+            .query(history::SELECT_DAYS, &range)
+            .await
+            .map_err(&e)?;
+        let groups = self
+            .client
+            .query(history::SELECT_GROUPS, &range)
+            .await
+            .map_err(&e)?;
+        let users = self
+            .client
+            .query(history::SELECT_USERS, &range)
+            .await
+            .map_err(&e)?;
+        let (from_hour, to_hour) = history::hours_of(from_day, to_day);
+        let hours = self
+            .client
+            .query(history::SELECT_HOURS, &[&from_hour, &to_hour])
+            .await
+            .map_err(&e)?;
+        Ok(RollupRows {
+            days: days
+                .iter()
+                .map(|r| {
+                    let counts = DayCounts {
+                        active: r.get(1),
+                        new: r.get(2),
+                        gone: r.get(3),
+                        reports: r.get(4),
+                        users_sum: r.get(5),
+                    };
+                    (r.get(0), counts)
+                })
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+            users: users
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            hours: hours.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -297,6 +538,50 @@ impl Postgres {
             by_osrelease,
         })
     }
+}
+
+/// Add a batch's counters to the rollup tables, in the tables' key order.
+async fn add_increments(
+    tx: &tokio_postgres::Transaction<'_>,
+    inc: &Increments,
+) -> Result<(), tokio_postgres::Error> {
+    if !inc.days.is_empty() {
+        let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
+        let days: Vec<i64> = inc.days.keys().copied().collect();
+        let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
+        let (reports, users) = (col(|c| c.reports), col(|c| c.users_sum));
+        tx.execute(
+            ADD_DAYS.as_str(),
+            &[&days, &active, &new, &gone, &reports, &users],
+        )
+        .await?;
+    }
+    if !inc.groups.is_empty() {
+        let days: Vec<i64> = inc.groups.keys().map(|k| k.0).collect();
+        let dimensions: Vec<&str> = inc.groups.keys().map(|k| k.1).collect();
+        let values: Vec<&str> = inc.groups.keys().map(|k| k.2.as_str()).collect();
+        let active: Vec<i64> = inc.groups.values().map(|c| c.active).collect();
+        let new: Vec<i64> = inc.groups.values().map(|c| c.new).collect();
+        let gone: Vec<i64> = inc.groups.values().map(|c| c.gone).collect();
+        tx.execute(
+            ADD_GROUPS.as_str(),
+            &[&days, &dimensions, &values, &active, &new, &gone],
+        )
+        .await?;
+    }
+    if !inc.users.is_empty() {
+        let days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
+        let buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
+        let n: Vec<i64> = inc.users.values().copied().collect();
+        tx.execute(ADD_USERS.as_str(), &[&days, &buckets, &n])
+            .await?;
+    }
+    if !inc.hours.is_empty() {
+        let hours: Vec<i64> = inc.hours.keys().copied().collect();
+        let n: Vec<i64> = inc.hours.values().copied().collect();
+        tx.execute(ADD_HOURS.as_str(), &[&hours, &n]).await?;
+    }
+    Ok(())
 }
 
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.
