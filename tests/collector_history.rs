@@ -107,9 +107,7 @@ fn version(i: usize, day: i64) -> &'static str {
 }
 
 fn reports_on(i: usize, day: i64) -> bool {
-    day >= joins(i)
-        && (day - joins(i)) % EVERY == 0
-        && (i % STOPPER != 0 || day <= STOP_AFTER)
+    day >= joins(i) && (day - joins(i)) % EVERY == 0 && (i % STOPPER != 0 || day <= STOP_AFTER)
 }
 
 fn users(i: usize) -> i64 {
@@ -214,7 +212,12 @@ fn post_all(collector: &Collector, reports: &[(usize, &'static str)]) {
                 for &(i, v) in part {
                     let body = surveyd_payload("app-v1", &machine(i), &guid(i), v, users(i));
                     let r = collector.post(&body);
-                    assert_eq!(r.status, 204, "report {i} {v}: {r:?}\n{}", String::from_utf8_lossy(&collector.output()));
+                    assert_eq!(
+                        r.status,
+                        204,
+                        "report {i} {v}: {r:?}\n{}",
+                        String::from_utf8_lossy(&collector.output())
+                    );
                 }
             });
         }
@@ -280,9 +283,19 @@ fn assert_history(backend: &Backend, collector: &Collector, model: &Model, copie
         .collect();
     let got = version_rows(backend);
     for (key, c) in &wanted {
-        assert_eq!(got.get(key), Some(c), "{name}: day {} version {}", key.0, key.1);
+        assert_eq!(
+            got.get(key),
+            Some(c),
+            "{name}: day {} version {}",
+            key.0,
+            key.1
+        );
     }
-    assert_eq!(got.len(), wanted.len(), "{name}: no other (day, version) rows");
+    assert_eq!(
+        got.len(),
+        wanted.len(),
+        "{name}: no other (day, version) rows"
+    );
 
     // load_summary, the dashboard's and summary.json's source, agrees.
     let summary = block_on(async {
@@ -295,13 +308,22 @@ fn assert_history(backend: &Backend, collector: &Collector, model: &Model, copie
             .unwrap()
     });
     let daily = model.daily();
-    assert_eq!(summary.daily.len(), daily.len(), "{name}: one entry per day");
+    assert_eq!(
+        summary.daily.len(),
+        daily.len(),
+        "{name}: one entry per day"
+    );
     for d in &summary.daily {
         let day = d.day - BASE_DAY;
         let want = daily[&day];
         assert_eq!(
             (d.active, d.new, d.gone, d.reports),
-            (want.active, want.new, want.gone, model.reports[&day] * copies),
+            (
+                want.active,
+                want.new,
+                want.gone,
+                model.reports[&day] * copies
+            ),
             "{name}: daily totals of day {day}"
         );
     }
@@ -321,7 +343,11 @@ fn assert_history(backend: &Backend, collector: &Collector, model: &Model, copie
         .iter()
         .map(|r| r["uid"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(uids, model.uids(), "{name}: retention deleted exactly the expired rows");
+    assert_eq!(
+        uids,
+        model.uids(),
+        "{name}: retention deleted exactly the expired rows"
+    );
 }
 
 #[test]
@@ -332,7 +358,10 @@ fn seeded_history_gives_exact_daily_counts_across_a_restart() {
     let model = Model::run();
     // The schedule exercises every rule it is meant to.
     let daily = model.daily();
-    assert!(daily.values().any(|c| c.gone > 0), "some installations expire");
+    assert!(
+        daily.values().any(|c| c.gone > 0),
+        "some installations expire"
+    );
     let versions: BTreeSet<_> = model.by_version.keys().map(|k| k.1).collect();
     assert_eq!(versions.len(), 3);
     for_each_backend("seeded_history", |backend| {
