@@ -348,6 +348,7 @@ mod tests {
             Database::Sqlite("/var/lib/surveyd-collector/surveys.db".into())
         );
         assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.retention_days, 180);
         assert!(c.rate_limit.enabled);
     }
 
