@@ -23,8 +23,8 @@ const DAYS: i64 = 730;
 /// The last seeded day: 2026-12-01.
 const TODAY: i64 = 20_788;
 
-/// Both dialects: `n` counts up from 0 through a recursive CTE (SQLite)
-/// or generate_series (PostgreSQL).
+/// Both dialects: `series` is a FROM item whose column `n` counts up from
+/// 0, a recursive CTE (SQLite) or generate_series (PostgreSQL).
 fn seed_sql(series: &str) -> String {
     let first = TODAY - DAYS + 1;
     format!(
@@ -32,10 +32,10 @@ fn seed_sql(series: &str) -> String {
              program_version, osrelease, userplugin, usercnt_active)
          SELECT 'u' || n, ({first} + n % {DAYS}) * 86400, ({TODAY} - n % 180) * 86400, 2,
                 'kopano-server', '8.' || (n % 40), 'os ' || (n % 25), 'ldap', n % 3000
-         FROM {series} AS s(n) WHERE n < {INSTALLATIONS};
+         FROM {series} WHERE n < {INSTALLATIONS};
          INSERT INTO rollup_days (day, active, new, gone, reports, users_sum)
          SELECT {first} + n, 600000 + n, 1000 + n % 50, 900 + n % 40, 14400000, 90000000
-         FROM {series} AS s(n) WHERE n < {DAYS};
+         FROM {series} WHERE n < {DAYS};
          INSERT INTO rollup_groups (day, dimension, value, active, new, gone)
          SELECT {first} + n / 75,
                 CASE WHEN n % 75 < 3 THEN 'program_name'
@@ -43,20 +43,20 @@ fn seed_sql(series: &str) -> String {
                      WHEN n % 75 < 68 THEN 'osrelease'
                      WHEN n % 75 < 72 THEN 'userplugin' ELSE 'id_scheme' END,
                 'value ' || (n % 75), 15000 + n % 997, n % 30, n % 20
-         FROM {series} AS s(n) WHERE n < {DAYS} * 75;
+         FROM {series} WHERE n < {DAYS} * 75;
          INSERT INTO rollup_users (day, bucket, installations)
          SELECT {first} + n / 33, n % 33, 18000 + n % 33
-         FROM {series} AS s(n) WHERE n < {DAYS} * 33;
+         FROM {series} WHERE n < {DAYS} * 33;
          INSERT INTO rollup_hours (hour, reports)
          SELECT ({first} * 24) + n, 600000
-         FROM {series} AS s(n) WHERE n < {DAYS} * 24;"
+         FROM {series} WHERE n < {DAYS} * 24;"
     )
 }
 
 fn seed_sqlite(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
     let series = "(WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c \
-                  WHERE n < 999999) SELECT n FROM c)";
+                  WHERE n < 999999) SELECT n FROM c) AS s";
     conn.execute_batch(&format!("BEGIN; {} COMMIT;", seed_sql(series)))
         .expect("seed SQLite");
 }
@@ -66,7 +66,7 @@ async fn seed_postgres(url: &str) {
         .await
         .expect("connect to PostgreSQL");
     tokio::spawn(conn);
-    let series = "generate_series(0, 999999)";
+    let series = "generate_series(0, 999999) AS s(n)";
     client
         .batch_execute(&format!("BEGIN; {} COMMIT; ANALYZE;", seed_sql(series)))
         .await

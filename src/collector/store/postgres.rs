@@ -125,8 +125,8 @@ pub struct Postgres {
     /// Boxed: the parsed URL and TLS client are large and rarely used.
     target: Box<Target>,
     client: Client,
-    /// The upsert, prepared once per connection.
-    upsert: Option<Statement>,
+    /// The writer's statements, prepared once per connection.
+    prepared: Option<Prepared>,
 }
 
 fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
@@ -180,7 +180,7 @@ impl Postgres {
         let mut db = Postgres {
             target: Box::new(target),
             client,
-            upsert: None,
+            prepared: None,
         };
         if access == Access::Serve {
             db.migrate().await.map_err(err("migrating the schema"))?;
@@ -285,7 +285,7 @@ impl Postgres {
             Ok(client) => {
                 tracing::info!("reconnected to PostgreSQL");
                 self.client = client;
-                self.upsert = None;
+                self.prepared = None;
                 *last_failure = None;
                 Ok(())
             }
@@ -339,14 +339,7 @@ impl Postgres {
             })
             .collect();
         let now = unix_now();
-        let stmt = match &self.upsert {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client.prepare(UPSERT.as_str()).await?;
-                self.upsert = Some(s.clone());
-                s
-            }
-        };
+        let prepared = self.prepared().await?;
         let fixed: [&(dyn ToSql + Sync); 3] = [&now, &uid, &flags];
         let params: Vec<&(dyn ToSql + Sync)> = fixed
             .into_iter()
@@ -354,12 +347,12 @@ impl Postgres {
             .collect();
         let tx = self.client.transaction().await?;
         let mut previous: HashMap<String, Previous> = tx
-            .query(LOCK_PREVIOUS, &[&uid])
+            .query(&prepared.lock, &[&uid])
             .await?
             .iter()
             .map(|r| (r.get(0), Previous::LastUpdate(r.get(1))))
             .collect();
-        for r in tx.query(&stmt, &params).await? {
+        for r in tx.query(&prepared.upsert, &params).await? {
             let (uid, first_seen, inserted): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
             previous.entry(uid).or_insert(if inserted {
                 Previous::New
@@ -374,8 +367,34 @@ impl Postgres {
                 .unwrap_or(Previous::New);
             increments.add_report(report, now, prev);
         }
-        add_increments(&tx, &increments).await?;
+        add_increments(&tx, &prepared, &increments).await?;
         tx.commit().await
+    }
+
+    async fn prepared(&mut self) -> Result<Prepared, tokio_postgres::Error> {
+        if let Some(p) = &self.prepared {
+            return Ok(p.clone());
+        }
+        let c = &self.client;
+        // Prepared together: one round trip, not six.
+        let (lock, upsert, days, groups, users, hours) = tokio::try_join!(
+            c.prepare(LOCK_PREVIOUS),
+            c.prepare(UPSERT.as_str()),
+            c.prepare(ADD_DAYS.as_str()),
+            c.prepare(ADD_GROUPS.as_str()),
+            c.prepare(ADD_USERS.as_str()),
+            c.prepare(ADD_HOURS.as_str()),
+        )?;
+        let p = Prepared {
+            lock,
+            upsert,
+            days,
+            groups,
+            users,
+            hours,
+        };
+        self.prepared = Some(p.clone());
+        Ok(p)
     }
 
     async fn close_days_if_due(
@@ -429,6 +448,7 @@ impl Postgres {
         now: i64,
         retention_days: u32,
     ) -> Result<bool, tokio_postgres::Error> {
+        let prepared = self.prepared().await?;
         let tx = self.client.transaction().await?;
         let closed = tx
             .query_opt("SELECT 1 FROM closed_days WHERE day = $1", &[&day])
@@ -455,7 +475,7 @@ impl Postgres {
                 deleted += 1;
             }
         }
-        add_increments(&tx, &increments).await?;
+        add_increments(&tx, &prepared, &increments).await?;
         let finished = deleted < history::RETENTION_BATCH;
         if finished {
             tx.execute(
@@ -571,48 +591,77 @@ impl Postgres {
     }
 }
 
-/// Add a batch's counters to the rollup tables, in the tables' key order.
+/// The statements of the writer's transactions.
+#[derive(Clone)]
+struct Prepared {
+    lock: Statement,
+    upsert: Statement,
+    days: Statement,
+    groups: Statement,
+    users: Statement,
+    hours: Statement,
+}
+
+/// Add a batch's counters to the rollup tables, each table's rows in key
+/// order. The four statements are sent together (tokio-postgres pipelines
+/// futures polled at once) and run in the order sent, so every collector
+/// still takes the counter rows in the same order.
 async fn add_increments(
     tx: &tokio_postgres::Transaction<'_>,
+    p: &Prepared,
     inc: &Increments,
 ) -> Result<(), tokio_postgres::Error> {
-    if !inc.days.is_empty() {
-        let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
-        let days: Vec<i64> = inc.days.keys().copied().collect();
-        let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
-        let (reports, users) = (col(|c| c.reports), col(|c| c.users_sum));
-        tx.execute(
-            ADD_DAYS.as_str(),
-            &[&days, &active, &new, &gone, &reports, &users],
-        )
-        .await?;
-    }
-    if !inc.groups.is_empty() {
-        let days: Vec<i64> = inc.groups.keys().map(|k| k.0).collect();
-        let dimensions: Vec<&str> = inc.groups.keys().map(|k| k.1).collect();
-        let values: Vec<&str> = inc.groups.keys().map(|k| k.2.as_str()).collect();
-        let active: Vec<i64> = inc.groups.values().map(|c| c.active).collect();
-        let new: Vec<i64> = inc.groups.values().map(|c| c.new).collect();
-        let gone: Vec<i64> = inc.groups.values().map(|c| c.gone).collect();
-        tx.execute(
-            ADD_GROUPS.as_str(),
-            &[&days, &dimensions, &values, &active, &new, &gone],
-        )
-        .await?;
-    }
-    if !inc.users.is_empty() {
-        let days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
-        let buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
-        let n: Vec<i64> = inc.users.values().copied().collect();
-        tx.execute(ADD_USERS.as_str(), &[&days, &buckets, &n])
-            .await?;
-    }
-    if !inc.hours.is_empty() {
-        let hours: Vec<i64> = inc.hours.keys().copied().collect();
-        let n: Vec<i64> = inc.hours.values().copied().collect();
-        tx.execute(ADD_HOURS.as_str(), &[&hours, &n]).await?;
-    }
-    Ok(())
+    let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
+    let day_keys: Vec<i64> = inc.days.keys().copied().collect();
+    let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
+    let (reports, users_sum) = (col(|c| c.reports), col(|c| c.users_sum));
+    let days = async {
+        if !inc.days.is_empty() {
+            let params: [&(dyn ToSql + Sync); 6] =
+                [&day_keys, &active, &new, &gone, &reports, &users_sum];
+            tx.execute(&p.days, &params).await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let g = &inc.groups;
+    let g_days: Vec<i64> = g.keys().map(|k| k.0).collect();
+    let g_dimensions: Vec<&str> = g.keys().map(|k| k.1).collect();
+    let g_values: Vec<&str> = g.keys().map(|k| k.2.as_str()).collect();
+    let g_active: Vec<i64> = g.values().map(|c| c.active).collect();
+    let g_new: Vec<i64> = g.values().map(|c| c.new).collect();
+    let g_gone: Vec<i64> = g.values().map(|c| c.gone).collect();
+    let groups = async {
+        if !g.is_empty() {
+            let params: [&(dyn ToSql + Sync); 6] = [
+                &g_days,
+                &g_dimensions,
+                &g_values,
+                &g_active,
+                &g_new,
+                &g_gone,
+            ];
+            tx.execute(&p.groups, &params).await?;
+        }
+        Ok(())
+    };
+    let u_days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
+    let u_buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
+    let u_n: Vec<i64> = inc.users.values().copied().collect();
+    let users = async {
+        if !inc.users.is_empty() {
+            tx.execute(&p.users, &[&u_days, &u_buckets, &u_n]).await?;
+        }
+        Ok(())
+    };
+    let h_hours: Vec<i64> = inc.hours.keys().copied().collect();
+    let h_n: Vec<i64> = inc.hours.values().copied().collect();
+    let hours = async {
+        if !inc.hours.is_empty() {
+            tx.execute(&p.hours, &[&h_hours, &h_n]).await?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(days, groups, users, hours).map(|_| ())
 }
 
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.
