@@ -12,7 +12,11 @@
 # Other CPU-heavy processes on the machine skew the figures: servers and
 # wrk run at nice -10 (as root) to stay ahead of background builds, and the
 # load average before the run is printed with the figures.
-# All three run side by side; each gets a warm-up, then ROUNDS measured
+# BASELINE=/path/to/an/older/surveyd-collector adds that binary on SQLite and
+# on PostgreSQL (a database of its own) as base-sqlite and base-pg, to
+# compare a change against (e.g. the history rollup against the commit
+# before it; benches/history-bench.sh does that).
+# All of them run side by side; each gets a warm-up, then ROUNDS measured
 # runs taken in turn, and the best run of each is reported: reports/s, p99
 # latency, non-2xx answers, and the share of the ceiling.
 set -euo pipefail
@@ -104,6 +108,16 @@ collector_config postgres "$SURVEYD_BENCH_POSTGRES_URL"
 start postgres "$work/surveyd-collector" -c "$work/postgres.toml" serve
 
 targets=(bare204 sqlite postgres)
+if [ -n "${BASELINE:-}" ]; then
+  cp "$BASELINE" "$work/baseline-collector"
+  collector_config base-sqlite "$work/base.db"
+  start base-sqlite "$work/baseline-collector" -c "$work/base-sqlite.toml" serve
+  base_url="${SURVEYD_BENCH_POSTGRES_URL%/*}/surveyd_bench_base"
+  psql -q "$SURVEYD_BENCH_POSTGRES_URL" -c "DROP DATABASE IF EXISTS surveyd_bench_base" -c "CREATE DATABASE surveyd_bench_base"
+  collector_config base-pg "$base_url"
+  start base-pg "$work/baseline-collector" -c "$work/base-pg.toml" serve
+  targets+=(base-sqlite base-pg)
+fi
 for name in "${targets[@]}"; do
   "${prio[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s benches/collector-bench.lua "$(url "$name")" >/dev/null
 done

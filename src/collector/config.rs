@@ -42,6 +42,10 @@ pub struct Config {
     /// Most reports the writer commits in one transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Days an installation row is kept after its last report; 0 keeps
+    /// rows forever.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +104,11 @@ fn default_max_body_memory_bytes() -> usize {
 }
 fn default_batch_size() -> usize {
     512
+}
+// The data-minimisation promise: a server that stopped reporting half a
+// year ago is gone from the table (its counts stay in the history).
+fn default_retention_days() -> u32 {
+    180
 }
 fn yes() -> bool {
     true
@@ -210,8 +219,9 @@ impl Config {
             return Err("database: must be a file path or a postgres:// URL".into());
         }
         if let Database::Postgres(u) = self.database() {
-            u.parse::<tokio_postgres::Config>()
-                .map_err(|e| format!("database: not a valid PostgreSQL URL: {e}"))?;
+            // Also reads sslrootcert, so a missing CA file is a
+            // configuration error, not a failed start.
+            super::store::tls::target(&u).map_err(|e| format!("database: {e}"))?;
         }
         if self.receipt_key.as_os_str().is_empty() {
             return Err("receipt_key: must be the path of the receipt key file".into());
@@ -247,6 +257,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return Err("batch_size: must be between 1 and 10000".into());
+        }
+        if self.retention_days > 36_500 {
+            return Err(
+                "retention_days: must be at most 36500 (use 0 to keep rows forever)".into(),
+            );
         }
         let rl = &self.rate_limit;
         if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
@@ -353,6 +368,7 @@ mod tests {
             c.receipt_key,
             Path::new("/var/lib/surveyd-collector/receipt-key.pk8")
         );
+        assert_eq!(c.retention_days, 180);
         assert!(c.rate_limit.enabled);
     }
 

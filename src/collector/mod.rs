@@ -13,6 +13,7 @@
 //! - [`service`]: the systemd service loop
 
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod limits;
@@ -21,6 +22,7 @@ pub mod receipt_key;
 pub mod report;
 pub mod service;
 pub mod store;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -9,6 +9,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -19,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::config::Database;
+use super::history;
 use super::ingest::Report;
+use super::summary::{Summary, SummarySource};
 use crate::wire;
 
 /// Every column of the table, in table order, by name.
@@ -58,11 +61,112 @@ ALTER TABLE installations ADD COLUMN deletion_commitment TEXT;
     "
 ALTER TABLE installations ADD COLUMN cpu_count BIGINT;
 ",
+    ROLLUP_MIGRATION,
 ];
 // No index on last_update: every report moves it, so such an index costs
 // two extra random page writes per report, while only the occasional
 // `stats` would read it (a full scan of a million rows takes well under a
 // second).
+
+/// The daily history (see `history`), backfilled from the table as well
+/// as it can: the table only knows two dates per installation, so each row
+/// counts as active on its `last_update` day (with its current values and
+/// users) and new on its `first_seen` day; reports and gone start at 0.
+const ROLLUP_MIGRATION: &str = "
+CREATE TABLE rollup_days (
+    day       BIGINT NOT NULL PRIMARY KEY,
+    active    BIGINT NOT NULL,
+    new       BIGINT NOT NULL,
+    gone      BIGINT NOT NULL,
+    reports   BIGINT NOT NULL,
+    users_sum BIGINT NOT NULL
+);
+CREATE TABLE rollup_groups (
+    day       BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    active    BIGINT NOT NULL,
+    new       BIGINT NOT NULL,
+    gone      BIGINT NOT NULL,
+    PRIMARY KEY (day, dimension, value)
+);
+CREATE TABLE rollup_users (
+    day           BIGINT NOT NULL,
+    bucket        INTEGER NOT NULL,
+    installations BIGINT NOT NULL,
+    PRIMARY KEY (day, bucket)
+);
+CREATE TABLE rollup_hours (
+    hour    BIGINT NOT NULL PRIMARY KEY,
+    reports BIGINT NOT NULL
+);
+CREATE TABLE closed_days (
+    day       BIGINT NOT NULL PRIMARY KEY,
+    closed_at BIGINT NOT NULL
+);
+INSERT INTO rollup_days (day, active, new, gone, reports, users_sum)
+SELECT day, CAST(SUM(active) AS BIGINT), CAST(SUM(new) AS BIGINT), 0, 0,
+       CAST(SUM(users) AS BIGINT)
+FROM (
+    SELECT last_update / 86400 AS day, 1 AS active, 0 AS new,
+           COALESCE(usercnt_active, 0) AS users FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 0, 1, 0 FROM installations
+) AS t GROUP BY day;
+INSERT INTO rollup_groups (day, dimension, value, active, new, gone)
+SELECT day, dimension, value, CAST(SUM(active) AS BIGINT), CAST(SUM(new) AS BIGINT), 0
+FROM (
+    SELECT last_update / 86400 AS day, 'program_name' AS dimension,
+           COALESCE(program_name, 'unknown') AS value,
+           1 AS active, 0 AS new FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'program_name',
+           COALESCE(program_name, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'program_version',
+           COALESCE(program_version, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'program_version',
+           COALESCE(program_version, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'osrelease',
+           COALESCE(osrelease, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'osrelease',
+           COALESCE(osrelease, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'userplugin',
+           COALESCE(userplugin, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'userplugin',
+           COALESCE(userplugin, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'id_scheme',
+           CASE WHEN flags & 2 <> 0 THEN 'app-v1' WHEN flags & 4 <> 0 THEN 'sha256' ELSE 'upstream' END,
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'id_scheme',
+           CASE WHEN flags & 2 <> 0 THEN 'app-v1' WHEN flags & 4 <> 0 THEN 'sha256' ELSE 'upstream' END,
+           0, 1 FROM installations
+) AS t GROUP BY day, dimension, value;
+INSERT INTO rollup_users (day, bucket, installations)
+WITH RECURSIVE buckets (bucket, lo, hi) AS (
+    SELECT 0, CAST(0 AS BIGINT), CAST(1 AS BIGINT)
+    UNION ALL
+    SELECT bucket + 1, hi, hi * 2 FROM buckets WHERE bucket < 32
+)
+SELECT i.last_update / 86400, b.bucket, COUNT(*)
+FROM installations AS i JOIN buckets AS b
+  ON i.usercnt_active >= b.lo AND (i.usercnt_active < b.hi OR b.bucket = 32)
+GROUP BY i.last_update / 86400, b.bucket;
+";
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -213,6 +317,35 @@ impl Store {
     }
 }
 
+impl SummarySource for Store {
+    /// The summary of `from_day..=to_day`, read from the rollup tables
+    /// only (by their primary keys), never from the installation table.
+    fn load_summary(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> impl std::future::Future<Output = Result<Summary, StoreError>> + Send {
+        // A SQLite connection cannot be shared across threads, so its
+        // (synchronous) read happens before the future is made.
+        enum Read<'a> {
+            Done(Result<history::RollupRows, StoreError>),
+            Postgres(&'a postgres::Postgres),
+        }
+        let read = match self {
+            Store::Sqlite(s) => Read::Done(s.rollup_rows(from_day, to_day)),
+            Store::Postgres(p) => Read::Postgres(p),
+        };
+        async move {
+            let rows = match read {
+                Read::Done(rows) => rows?,
+                Read::Postgres(p) => p.rollup_rows(from_day, to_day).await?,
+            };
+            let now = unix_now().max(0) as u64;
+            Ok(history::summary_from(rows, from_day, to_day, now))
+        }
+    }
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -269,6 +402,22 @@ fn proves(stored: Option<&str>, claimed: &str) -> bool {
     stored.is_some_and(|s| bool::from(s.as_bytes().ct_eq(claimed.as_bytes())))
 }
 
+/// What the writer is asked to do.
+enum Message {
+    Job(Job),
+    /// Close the days that ended, if any (the service's tick, so that an
+    /// idle collector closes days too).
+    CloseDays,
+}
+
+/// What the writer needs to know beyond the store.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub batch_size: usize,
+    /// 0: keep every row forever.
+    pub retention_days: u32,
+}
+
 /// Lets the watchdog tell an idle writer from one stuck in a commit.
 pub struct WriterHealth {
     epoch: Instant,
@@ -315,7 +464,7 @@ impl WriterHealth {
 /// The handlers' side of the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Message>,
     pub health: Arc<WriterHealth>,
 }
 
@@ -324,18 +473,26 @@ impl WriterHandle {
     pub async fn run(&self, work: Work) -> Result<Done, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { work, done })
+            .send(Message::Job(Job { work, done }))
             .await
             .map_err(|_| StoreError("the writer has stopped".into()))?;
         wait.await
             .map_err(|_| StoreError("the writer has stopped".into()))?
+    }
+
+    /// Have the writer close the days that ended. A full queue means it
+    /// is busy, and it checks before each batch anyway.
+    pub fn close_days(&self) {
+        let _ = self.tx.try_send(Message::CloseDays);
     }
 }
 
 /// Start the one writer that owns `store`. It takes the first queued
 /// report, drains up to `batch_size - 1` more that are already waiting, and
 /// commits them together, so throughput grows with load instead of being
-/// capped at one transaction per report. It exits once every handle is
+/// capped at one transaction per report. Before the first batch of a new
+/// UTC day (and on a `close_days` tick) it closes the days that ended:
+/// retention, then the `closed_days` marker. It exits once every handle is
 /// dropped and the queue is empty.
 ///
 /// Deletions go through the same writer, so SQLite keeps one writing
@@ -343,17 +500,17 @@ impl WriterHandle {
 /// batch the reports are written first, then the deletions in the order
 /// they came: requests that arrived together were concurrent, and "stored,
 /// then deleted" is what both of their receipts then truthfully say.
-pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(batch_size * 4);
+pub fn spawn_writer(store: Store, config: WriterConfig) -> (WriterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.batch_size * 4);
     let health = Arc::new(WriterHealth::new());
     let h = health.clone();
     let task = match store {
         Store::Sqlite(s) => tokio::task::spawn_blocking(move || {
-            s.run_writer(rx, batch_size, &h);
+            s.run_writer(rx, config, &h);
             h.running.store(false, Ordering::Relaxed);
         }),
         Store::Postgres(p) => tokio::spawn(async move {
-            p.run_writer(rx, batch_size, &h).await;
+            p.run_writer(rx, config, &h).await;
             h.running.store(false, Ordering::Relaxed);
         }),
     };
@@ -361,16 +518,43 @@ pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandl
 }
 
 /// Take whatever else is already queued behind `first`, up to `batch_size`.
-fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>, batch_size: usize) -> Vec<Job> {
+/// A queued tick is dropped: the writer checks for ended days before every
+/// batch.
+fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Message>, batch_size: usize) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(batch_size.min(64));
     jobs.push(first);
     while jobs.len() < batch_size {
         match rx.try_recv() {
-            Ok(job) => jobs.push(job),
+            Ok(Message::Job(job)) => jobs.push(job),
+            Ok(Message::CloseDays) => {}
             Err(_) => break,
         }
     }
     jobs
+}
+
+/// Which day the writer last checked for days to close, so that the check
+/// costs a query only once a day.
+#[derive(Default)]
+struct DayCloser {
+    checked: Option<i64>,
+}
+
+impl DayCloser {
+    /// The day to check for, if today has not been checked yet.
+    fn due(&self, now: i64) -> Option<i64> {
+        let today = super::summary::day_of(now);
+        (self.checked != Some(today)).then_some(today)
+    }
+
+    /// Record the outcome; a failure is logged and retried on the next
+    /// batch or tick.
+    fn done(&mut self, today: i64, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => self.checked = Some(today),
+            Err(e) => tracing::error!("closing the days before today failed, retrying: {e}"),
+        }
+    }
 }
 
 /// Answer every job of a batch: `result` holds one outcome per job, in

@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, GenericClient, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
+use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
+use super::tls::{self, Target};
 use super::{
-    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, Done, Job, Row,
-    Stats, StoreError, Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION,
-    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, DayCloser, Done,
+    Job, Message, Row, Stats, StoreError, Work, WriterConfig, WriterHealth, DELETE_ROW, MIGRATIONS,
+    SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
 /// A deletion's check; the row stays locked until the batch commits.
@@ -50,14 +52,70 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
             c => format!("u.{}", c.name()),
         })
         .collect();
+    // `xmax = 0` only on a row this statement inserted; `first_seen` is
+    // never updated, so on a row another collector inserted after our
+    // FOR UPDATE read it is the time of that collector's report.
     format!(
         "INSERT INTO installations ({}) SELECT {} FROM UNNEST({}) AS u({}) \
-         ON CONFLICT (uid) DO UPDATE SET {}",
+         ON CONFLICT (uid) DO UPDATE SET {} \
+         RETURNING uid, first_seen, (xmax = 0)",
         columns().collect::<Vec<_>>().join(", "),
         selected.join(", "),
         arrays.join(", "),
         names.join(", "),
         upsert_updates("EXCLUDED")
+    )
+});
+
+/// Locks the batch's existing rows (in uid order, as every collector does,
+/// so two cannot deadlock) and reads their `last_update` as committed by
+/// whoever held them before: whether a report is an installation's first
+/// today is decided on that value, so two collectors never both count it.
+const LOCK_PREVIOUS: &str = "SELECT uid, last_update FROM installations \
+    WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
+
+// The counters, a batch's worth in one statement each.
+static ADD_DAYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_DAY
+    )
+});
+static ADD_GROUPS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_GROUP
+    )
+});
+static ADD_USERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_users (day, bucket, installations) \
+         SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::bigint[]) {}",
+        history::ADD_USERS
+    )
+});
+static ADD_HOURS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_hours (hour, reports) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) {}",
+        history::ADD_HOUR
+    )
+});
+/// Deletes up to `$2` rows expired before `$1` that no other transaction
+/// holds (a collector refreshing one, or another collector expiring it),
+/// and returns what they are counted gone under: each row is deleted, and
+/// counted, by exactly one transaction.
+static DELETE_EXPIRED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM installations WHERE last_update < $1 AND uid IN \
+         (SELECT uid FROM installations WHERE last_update < $1 \
+          ORDER BY uid LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING {}",
+        history::EXPIRED_COLUMNS
     )
 });
 
@@ -76,18 +134,23 @@ const MIGRATION_LOCK: i64 = 0x7375_7276_6579_6401; // "surveyd\x01"
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct Postgres {
-    url: String,
+    /// Boxed: the parsed URL and TLS client are large and rarely used.
+    target: Box<Target>,
     client: Client,
-    /// The upsert, prepared once per connection.
-    upsert: Option<Statement>,
+    /// The writer's statements, prepared once per connection.
+    prepared: Option<Prepared>,
 }
 
 fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| StoreError::new(context, e)
 }
 
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let (client, connection) = target
+        .config
+        .connect(target.connector.clone())
+        .await
+        .map_err(|e| connect_error(target, e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection closed: {e}");
@@ -96,15 +159,40 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// What failed, with what to do when it was the server's certificate.
+fn connect_error(target: &Target, e: tokio_postgres::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    if text.contains("invalid peer certificate") {
+        let hint = match target.mode {
+            tls::Mode::Prefer => {
+                "the server offers TLS with a certificate the system's CA store does not \
+                 vouch for: give its CA with sslrootcert=PATH in the database URL \
+                 (or sslmode=disable to connect in plaintext)"
+            }
+            _ => {
+                "the server's certificate does not verify against sslrootcert (or the \
+                 system's CA store): give the CA that signed it with sslrootcert=PATH, or \
+                 check the host name in the URL (sslmode=verify-ca skips the name)"
+            }
+        };
+        text = format!("{text}; {hint}");
+    }
+    StoreError(format!("connecting to PostgreSQL: {text}"))
+}
+
 impl Postgres {
     pub async fn open(url: &str, access: Access) -> Result<Postgres, StoreError> {
-        let client = connect(url)
-            .await
-            .map_err(err("connecting to PostgreSQL"))?;
+        let target = tls::target(url).map_err(|e| StoreError(format!("database URL: {e}")))?;
+        let client = connect(&target).await?;
         let mut db = Postgres {
-            url: url.to_owned(),
+            target: Box::new(target),
             client,
-            upsert: None,
+            prepared: None,
         };
         if access == Access::Serve {
             db.migrate().await.map_err(err("migrating the schema"))?;
@@ -166,13 +254,27 @@ impl Postgres {
 
     pub(super) async fn run_writer(
         mut self,
-        mut rx: mpsc::Receiver<Job>,
-        batch_size: usize,
+        mut rx: mpsc::Receiver<Message>,
+        config: WriterConfig,
         health: &WriterHealth,
     ) {
         let mut last_connect_failure: Option<Instant> = None;
-        while let Some(first) = rx.recv().await {
-            let jobs = drain_batch(first, &mut rx, batch_size);
+        let mut closer = DayCloser::default();
+        self.close_days_if_due(&mut closer, config.retention_days, health)
+            .await;
+        while let Some(message) = rx.recv().await {
+            if self
+                .ensure_connected(&mut last_connect_failure)
+                .await
+                .is_ok()
+            {
+                self.close_days_if_due(&mut closer, config.retention_days, health)
+                    .await;
+            }
+            let Message::Job(first) = message else {
+                continue;
+            };
+            let jobs = drain_batch(first, &mut rx, config.batch_size);
             health.begin_batch();
             let result = match self.ensure_connected(&mut last_connect_failure).await {
                 Ok(()) => self.write_batch(&jobs).await.map_err(err("database write")),
@@ -193,39 +295,100 @@ impl Postgres {
         if last_failure.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
             return Err(StoreError("PostgreSQL is unreachable".into()));
         }
-        match connect(&self.url).await {
+        match connect(&self.target).await {
             Ok(client) => {
                 tracing::info!("reconnected to PostgreSQL");
                 self.client = client;
-                self.upsert = None;
+                self.prepared = None;
                 *last_failure = None;
                 Ok(())
             }
             Err(e) => {
                 *last_failure = Some(Instant::now());
-                Err(StoreError::new("reconnecting to PostgreSQL", e))
+                Err(StoreError(format!("re{}", e.0)))
             }
         }
     }
 
+    /// Store the batch (its reports, then its deletions) and count it in
+    /// the history, in one transaction that is correct with other
+    /// collectors writing the same database: see [`LOCK_PREVIOUS`] and
+    /// [`UPSERT`].
     async fn write_batch(&mut self, jobs: &[Job]) -> Result<Vec<Done>, tokio_postgres::Error> {
-        let now = unix_now();
-        let stmt = match &self.upsert {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client.prepare(UPSERT.as_str()).await?;
-                self.upsert = Some(s.clone());
-                s
-            }
-        };
-        if jobs.iter().all(|j| j.report().is_some()) {
-            // One statement, atomic by itself: the common case stays one
-            // round trip.
-            upsert(&self.client, &stmt, jobs, now).await?;
-            return Ok(vec![Done::Stored { time: now }; jobs.len()]);
+        let all: Vec<&Report> = jobs.iter().filter_map(Job::report).collect();
+        // ON CONFLICT may touch a row only once per statement, so of several
+        // reports for one installation in a batch only the last one is
+        // stored, as it would have been after sequential upserts. Rows go
+        // in uid order, the order every collector locks them in.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(all.len());
+        for (i, report) in all.iter().enumerate() {
+            last.insert(report.uid.as_str(), i);
         }
+        let mut idx: Vec<usize> = last.into_values().collect();
+        idx.sort_unstable_by_key(|&i| all[i].uid.as_str());
+        let reports: Vec<&Report> = idx.iter().map(|&i| all[i]).collect();
+        let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
+        let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+        let commitments: Vec<Option<&str>> =
+            reports.iter().map(|r| r.commitment.as_deref()).collect();
+        let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
+            .enumerate()
+            .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
+                match field.json_type {
+                    JsonType::String => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match &r.values[i] {
+                                Some(Value::Text(t)) => Some(t.as_str()),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    JsonType::Int => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match r.values[i] {
+                                Some(Value::Count(n)) => Some(n),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            })
+            .collect();
+        let now = unix_now();
+        let prepared = self.prepared().await?;
+        let fixed: [&(dyn ToSql + Sync); 4] = [&now, &uid, &flags, &commitments];
+        let params: Vec<&(dyn ToSql + Sync)> = fixed
+            .into_iter()
+            .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
+            .collect();
         let tx = self.client.transaction().await?;
-        upsert(&tx, &stmt, jobs, now).await?;
+        if !reports.is_empty() {
+            let mut previous: HashMap<String, Previous> = tx
+                .query(&prepared.lock, &[&uid])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), Previous::LastUpdate(r.get(1))))
+                .collect();
+            for r in tx.query(&prepared.upsert, &params).await? {
+                let (uid, first_seen, inserted): (String, i64, bool) =
+                    (r.get(0), r.get(1), r.get(2));
+                previous.entry(uid).or_insert(if inserted {
+                    Previous::New
+                } else {
+                    Previous::LastUpdate(first_seen)
+                });
+            }
+            let mut increments = Increments::default();
+            for report in &all {
+                let prev = previous
+                    .insert(report.uid.clone(), Previous::LastUpdate(now))
+                    .unwrap_or(Previous::New);
+                increments.add_report(report, now, prev);
+            }
+            add_increments(&tx, &prepared, &increments).await?;
+        }
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             outcomes.push(match &job.work {
@@ -250,6 +413,179 @@ impl Postgres {
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    async fn prepared(&mut self) -> Result<Prepared, tokio_postgres::Error> {
+        if let Some(p) = &self.prepared {
+            return Ok(p.clone());
+        }
+        let c = &self.client;
+        // Prepared together: one round trip, not six.
+        let (lock, upsert, days, groups, users, hours) = tokio::try_join!(
+            c.prepare(LOCK_PREVIOUS),
+            c.prepare(UPSERT.as_str()),
+            c.prepare(ADD_DAYS.as_str()),
+            c.prepare(ADD_GROUPS.as_str()),
+            c.prepare(ADD_USERS.as_str()),
+            c.prepare(ADD_HOURS.as_str()),
+        )?;
+        let p = Prepared {
+            lock,
+            upsert,
+            days,
+            groups,
+            users,
+            hours,
+        };
+        self.prepared = Some(p.clone());
+        Ok(p)
+    }
+
+    async fn close_days_if_due(
+        &mut self,
+        closer: &mut DayCloser,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) {
+        let now = unix_now();
+        if let Some(today) = closer.due(now) {
+            let result = self
+                .close_days(today, now, retention_days, health)
+                .await
+                .map_err(err("closing the day"));
+            closer.done(today, result);
+        }
+    }
+
+    /// Close every day that ended and is not closed yet, oldest first.
+    /// Several collectors may do this at once: each expired row is deleted
+    /// and counted by one of them, and the marker is inserted once.
+    async fn close_days(
+        &mut self,
+        today: i64,
+        now: i64,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) -> Result<(), tokio_postgres::Error> {
+        let last_closed: Option<i64> = self
+            .client
+            .query_one("SELECT MAX(day) FROM closed_days", &[])
+            .await?
+            .get(0);
+        for day in history::days_to_close(today, last_closed) {
+            loop {
+                health.begin_batch();
+                let finished = self.close_day_step(day, now, retention_days).await;
+                health.end_batch();
+                if finished? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One retention batch of closing `day`; true once the day is closed.
+    async fn close_day_step(
+        &mut self,
+        day: i64,
+        now: i64,
+        retention_days: u32,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let prepared = self.prepared().await?;
+        let tx = self.client.transaction().await?;
+        let closed = tx
+            .query_opt("SELECT 1 FROM closed_days WHERE day = $1", &[&day])
+            .await?
+            .is_some();
+        if closed {
+            tx.commit().await?;
+            return Ok(true);
+        }
+        let mut increments = Increments::default();
+        let mut deleted = 0;
+        if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
+            let batch = history::RETENTION_BATCH as i64;
+            for r in tx
+                .query(DELETE_EXPIRED.as_str(), &[&cutoff, &batch])
+                .await?
+            {
+                let flags: i32 = r.get(4);
+                let dims = history::dims_of_row(
+                    [r.get(0), r.get(1), r.get(2), r.get(3)],
+                    i64::from(flags),
+                );
+                increments.add_gone(day, dims);
+                deleted += 1;
+            }
+        }
+        add_increments(&tx, &prepared, &increments).await?;
+        let finished = deleted < history::RETENTION_BATCH;
+        if finished {
+            tx.execute(
+                "INSERT INTO closed_days (day, closed_at) VALUES ($1, $2) \
+                 ON CONFLICT (day) DO NOTHING",
+                &[&day, &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if deleted > 0 {
+            tracing::info!(
+                "retention: deleted {deleted} installations not seen since before day {day} closed"
+            );
+        }
+        Ok(finished)
+    }
+
+    pub async fn rollup_rows(&self, from_day: i64, to_day: i64) -> Result<RollupRows, StoreError> {
+        let e = err("reading the history");
+        let range: [&(dyn ToSql + Sync); 2] = [&from_day, &to_day];
+        let days = self
+            .client
+            .query(history::SELECT_DAYS, &range)
+            .await
+            .map_err(&e)?;
+        let groups = self
+            .client
+            .query(history::SELECT_GROUPS, &range)
+            .await
+            .map_err(&e)?;
+        let users = self
+            .client
+            .query(history::SELECT_USERS, &range)
+            .await
+            .map_err(&e)?;
+        let (from_hour, to_hour) = history::hours_of(from_day, to_day);
+        let hours = self
+            .client
+            .query(history::SELECT_HOURS, &[&from_hour, &to_hour])
+            .await
+            .map_err(&e)?;
+        Ok(RollupRows {
+            days: days
+                .iter()
+                .map(|r| {
+                    let counts = DayCounts {
+                        active: r.get(1),
+                        new: r.get(2),
+                        gone: r.get(3),
+                        reports: r.get(4),
+                        users_sum: r.get(5),
+                    };
+                    (r.get(0), counts)
+                })
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+            users: users
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            hours: hours.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -299,63 +635,77 @@ impl Postgres {
     }
 }
 
-/// The reports among `jobs` in one statement on `client` (the connection,
-/// or the transaction a batch with deletions runs in).
-async fn upsert(
-    client: &impl GenericClient,
-    stmt: &Statement,
-    jobs: &[Job],
-    now: i64,
+/// The statements of the writer's transactions.
+#[derive(Clone)]
+struct Prepared {
+    lock: Statement,
+    upsert: Statement,
+    days: Statement,
+    groups: Statement,
+    users: Statement,
+    hours: Statement,
+}
+
+/// Add a batch's counters to the rollup tables, each table's rows in key
+/// order. The four statements are sent together (tokio-postgres pipelines
+/// futures polled at once) and run in the order sent, so every collector
+/// still takes the counter rows in the same order.
+async fn add_increments(
+    tx: &tokio_postgres::Transaction<'_>,
+    p: &Prepared,
+    inc: &Increments,
 ) -> Result<(), tokio_postgres::Error> {
-    let all: Vec<&Report> = jobs.iter().filter_map(Job::report).collect();
-    if all.is_empty() {
-        return Ok(());
-    }
-    // ON CONFLICT may touch a row only once per statement, so of several
-    // reports for one installation in a batch only the last one counts, as
-    // it would have after sequential upserts.
-    let mut last: HashMap<&str, usize> = HashMap::with_capacity(all.len());
-    for (i, report) in all.iter().enumerate() {
-        last.insert(report.uid.as_str(), i);
-    }
-    let mut idx: Vec<usize> = last.into_values().collect();
-    idx.sort_unstable();
-    let reports: Vec<&Report> = idx.iter().map(|&i| all[i]).collect();
-    let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
-    let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
-    let commitments: Vec<Option<&str>> = reports.iter().map(|r| r.commitment.as_deref()).collect();
-    let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
-        .enumerate()
-        .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
-            match field.json_type {
-                JsonType::String => Box::new(
-                    reports
-                        .iter()
-                        .map(|r| match &r.values[i] {
-                            Some(Value::Text(t)) => Some(t.as_str()),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                JsonType::Int => Box::new(
-                    reports
-                        .iter()
-                        .map(|r| match r.values[i] {
-                            Some(Value::Count(n)) => Some(n),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-            }
-        })
-        .collect();
-    let fixed: [&(dyn ToSql + Sync); 4] = [&now, &uid, &flags, &commitments];
-    let params: Vec<&(dyn ToSql + Sync)> = fixed
-        .into_iter()
-        .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
-        .collect();
-    client.execute(stmt, &params).await?;
-    Ok(())
+    let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
+    let day_keys: Vec<i64> = inc.days.keys().copied().collect();
+    let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
+    let (reports, users_sum) = (col(|c| c.reports), col(|c| c.users_sum));
+    let days = async {
+        if !inc.days.is_empty() {
+            let params: [&(dyn ToSql + Sync); 6] =
+                [&day_keys, &active, &new, &gone, &reports, &users_sum];
+            tx.execute(&p.days, &params).await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let g = &inc.groups;
+    let g_days: Vec<i64> = g.keys().map(|k| k.0).collect();
+    let g_dimensions: Vec<&str> = g.keys().map(|k| k.1).collect();
+    let g_values: Vec<&str> = g.keys().map(|k| k.2.as_str()).collect();
+    let g_active: Vec<i64> = g.values().map(|c| c.active).collect();
+    let g_new: Vec<i64> = g.values().map(|c| c.new).collect();
+    let g_gone: Vec<i64> = g.values().map(|c| c.gone).collect();
+    let groups = async {
+        if !g.is_empty() {
+            let params: [&(dyn ToSql + Sync); 6] = [
+                &g_days,
+                &g_dimensions,
+                &g_values,
+                &g_active,
+                &g_new,
+                &g_gone,
+            ];
+            tx.execute(&p.groups, &params).await?;
+        }
+        Ok(())
+    };
+    let u_days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
+    let u_buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
+    let u_n: Vec<i64> = inc.users.values().copied().collect();
+    let users = async {
+        if !inc.users.is_empty() {
+            tx.execute(&p.users, &[&u_days, &u_buckets, &u_n]).await?;
+        }
+        Ok(())
+    };
+    let h_hours: Vec<i64> = inc.hours.keys().copied().collect();
+    let h_n: Vec<i64> = inc.hours.values().copied().collect();
+    let hours = async {
+        if !inc.hours.is_empty() {
+            tx.execute(&p.hours, &[&h_hours, &h_n]).await?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(days, groups, users, hours).map(|_| ())
 }
 
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.

@@ -13,13 +13,15 @@ use rusqlite::types::ToSqlOutput;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 use tokio::sync::mpsc;
 
+use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
 use super::{
-    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, Deletion, Done,
-    Job, Row, Stats, StoreError, Work, WriterHealth, DELETE_ROW, MIGRATIONS, SCHEMA_VERSION,
-    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, DayCloser,
+    Deletion, Done, Job, Message, Row, Stats, StoreError, Work, WriterConfig, WriterHealth,
+    DELETE_ROW, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
+    SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
 };
 
 /// `?1` the uid, `?2` the time, `?3` the flags, `?4` the deletion
@@ -176,8 +178,8 @@ impl Sqlite {
 
     pub(super) fn run_writer(
         mut self,
-        mut rx: mpsc::Receiver<Job>,
-        batch_size: usize,
+        mut rx: mpsc::Receiver<Message>,
+        config: WriterConfig,
         health: &WriterHealth,
     ) {
         // A checkpoint copies the WAL into the database and fsyncs both:
@@ -203,8 +205,14 @@ impl Sqlite {
                 None
             }
         };
-        while let Some(first) = rx.blocking_recv() {
-            let jobs = drain_batch(first, &mut rx, batch_size);
+        let mut closer = DayCloser::default();
+        self.close_days_if_due(&mut closer, config.retention_days, health);
+        while let Some(message) = rx.blocking_recv() {
+            self.close_days_if_due(&mut closer, config.retention_days, health);
+            let Message::Job(first) = message else {
+                continue;
+            };
+            let jobs = drain_batch(first, &mut rx, config.batch_size);
             health.begin_batch();
             let result = self.write_batch(&jobs).map_err(err("database write"));
             health.end_batch();
@@ -215,17 +223,34 @@ impl Sqlite {
         drop(checkpointer);
     }
 
+    /// Store the batch and count it in the history, in one transaction.
+    /// This is the only writer of the file (see `_serving`), so the row's
+    /// previous `last_update` read here is still the one the upsert
+    /// replaces.
     fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Done>> {
         let now = unix_now();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the transaction reads before it writes, and a read
+        // transaction that must then wait for the checkpointer to become a
+        // writer fails at once (SQLite cannot wait there without risking a
+        // deadlock); taking the write lock first waits in busy_timeout.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut increments = Increments::default();
         {
+            let mut previous =
+                tx.prepare_cached("SELECT last_update FROM installations WHERE uid = ?1")?;
             let mut stmt = tx.prepare_cached(&UPSERT)?;
             for r in jobs.iter().filter_map(Job::report) {
+                let last: Option<i64> =
+                    previous.query_row([&r.uid], |row| row.get(0)).optional()?;
+                increments.add_report(r, now, last.map_or(Previous::New, Previous::LastUpdate));
                 let fixed: [&dyn ToSql; 4] = [&r.uid, &now, &r.flags, &r.commitment];
                 let values = r.values.iter().map(|v| v as &dyn ToSql);
                 stmt.execute(params_from_iter(fixed.into_iter().chain(values)))?;
             }
         }
+        add_increments(&tx, &increments)?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             outcomes.push(match &job.work {
@@ -235,6 +260,147 @@ impl Sqlite {
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn close_days_if_due(
+        &mut self,
+        closer: &mut DayCloser,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) {
+        let now = unix_now();
+        if let Some(today) = closer.due(now) {
+            let result = self
+                .close_days(today, now, retention_days, health)
+                .map_err(err("closing the day"));
+            closer.done(today, result);
+        }
+    }
+
+    /// Close every day that ended and is not closed yet, oldest first.
+    fn close_days(
+        &mut self,
+        today: i64,
+        now: i64,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) -> rusqlite::Result<()> {
+        let last_closed: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(day) FROM closed_days", [], |r| r.get(0))?;
+        for day in history::days_to_close(today, last_closed) {
+            // One transaction per retention batch, each short enough for
+            // the watchdog; the marker goes with the last one.
+            loop {
+                health.begin_batch();
+                let finished = self.close_day_step(day, now, retention_days);
+                health.end_batch();
+                if finished? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete up to one batch of rows expired when `day` closes, count them
+    /// gone on `day`, and mark the day closed once none are left. True
+    /// when the day is closed.
+    fn close_day_step(
+        &mut self,
+        day: i64,
+        now: i64,
+        retention_days: u32,
+    ) -> rusqlite::Result<bool> {
+        // IMMEDIATE for the reason given in `write_batch`.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut expired = Vec::new();
+        if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {} FROM installations WHERE last_update < ?1 LIMIT ?2",
+                history::EXPIRED_COLUMNS
+            ))?;
+            let rows = stmt.query_map(
+                rusqlite::params![cutoff, history::RETENTION_BATCH as i64],
+                |r| {
+                    let dims = history::dims_of_row(
+                        [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?],
+                        r.get(4)?,
+                    );
+                    Ok((dims, r.get::<_, String>(5)?))
+                },
+            )?;
+            expired = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        let mut increments = Increments::default();
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM installations WHERE uid = ?1")?;
+            for (dims, uid) in &expired {
+                delete.execute([uid])?;
+                increments.add_gone(day, dims.clone());
+            }
+        }
+        add_increments(&tx, &increments)?;
+        let finished = expired.len() < history::RETENTION_BATCH;
+        if finished {
+            tx.execute(
+                "INSERT INTO closed_days (day, closed_at) VALUES (?1, ?2) \
+                 ON CONFLICT (day) DO NOTHING",
+                [day, now],
+            )?;
+        }
+        tx.commit()?;
+        if !expired.is_empty() {
+            tracing::info!(
+                "retention: deleted {} installations not seen since before day {day} closed",
+                expired.len()
+            );
+        }
+        Ok(finished)
+    }
+
+    pub fn rollup_rows(&self, from_day: i64, to_day: i64) -> Result<RollupRows, StoreError> {
+        let e = err("reading the history");
+        let mut rows = RollupRows::default();
+        let mut stmt = self.conn.prepare(history::SELECT_DAYS).map_err(&e)?;
+        rows.days = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((
+                    r.get(0)?,
+                    DayCounts {
+                        active: r.get(1)?,
+                        new: r.get(2)?,
+                        gone: r.get(3)?,
+                        reports: r.get(4)?,
+                        users_sum: r.get(5)?,
+                    },
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(history::SELECT_GROUPS).map_err(&e)?;
+        rows.groups = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(history::SELECT_USERS).map_err(&e)?;
+        rows.users = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let (from_hour, to_hour) = history::hours_of(from_day, to_day);
+        let mut stmt = self.conn.prepare(history::SELECT_HOURS).map_err(&e)?;
+        rows.hours = stmt
+            .query_map([from_hour, to_hour], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        Ok(rows)
     }
 
     pub fn rows(&self) -> Result<Vec<Row>, StoreError> {
@@ -293,6 +459,43 @@ fn delete(tx: &Connection, d: &Deletion, now: i64) -> rusqlite::Result<Done> {
         }
         Some(_) => Done::NotProven,
     })
+}
+
+/// Add a batch's counters to the rollup tables.
+fn add_increments(tx: &rusqlite::Transaction, inc: &Increments) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+        history::ADD_DAY
+    ))?;
+    for (day, c) in &inc.days {
+        stmt.execute([*day, c.active, c.new, c.gone, c.reports, c.users_sum])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+        history::ADD_GROUP
+    ))?;
+    for ((day, dimension, value), c) in &inc.groups {
+        stmt.execute(rusqlite::params![
+            day, dimension, value, c.active, c.new, c.gone
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_users (day, bucket, installations) VALUES (?1, ?2, ?3) {}",
+        history::ADD_USERS
+    ))?;
+    for ((day, bucket), n) in &inc.users {
+        stmt.execute(rusqlite::params![day, bucket, n])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_hours (hour, reports) VALUES (?1, ?2) {}",
+        history::ADD_HOUR
+    ))?;
+    for (hour, n) in &inc.hours {
+        stmt.execute([hour, n])?;
+    }
+    Ok(())
 }
 
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.
@@ -402,6 +605,49 @@ impl Drop for Checkpointer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::history::summary_from;
+
+    /// An installation table from before the history gets a rollup on
+    /// its first start: active on each row's last day, new on its first.
+    #[test]
+    fn upgrade_backfills_the_history_from_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 INSERT INTO installations (uid, first_seen, last_update, flags,
+                     program_version, usercnt_active)
+                 VALUES ('a', 86400, 3 * 86400 + 5, 2, '1.0', 5),
+                        ('b', 3 * 86400, 3 * 86400, 4, '2.0', NULL),
+                        ('c', 86400 + 7, 4 * 86400, 1, NULL, 3000000000);",
+            )
+            .unwrap();
+        }
+        let db = Sqlite::open(&path, Access::Serve).unwrap();
+        let s = summary_from(db.rollup_rows(0, 10).unwrap(), 0, 10, 0);
+        let daily: Vec<_> = s.daily.iter().map(|d| (d.day, d.active, d.new)).collect();
+        assert_eq!(daily, [(1, 0, 2), (3, 2, 1), (4, 1, 0)]);
+        let versions = &s.by["program_version"];
+        assert_eq!(versions[0].day, 3);
+        assert_eq!(
+            versions[0].groups,
+            [("1.0".into(), 1), ("2.0".into(), 1)].into()
+        );
+        assert_eq!(versions[1].groups, [(history::UNKNOWN.into(), 1)].into());
+        let schemes = &s.by["id_scheme"];
+        assert_eq!(
+            schemes[1].groups,
+            [(history::UPSTREAM_SCHEME.into(), 1)].into()
+        );
+        assert_eq!(s.users[0].sum, 5);
+        assert_eq!(s.users[0].histogram[3], 1);
+        assert_eq!(s.users[1].histogram[32], 1);
+        assert_eq!(s.users[0].histogram.iter().sum::<u64>(), 1);
+    }
 
     /// Adding a field to the wire table without a migration (or a
     /// migration without the table entry) breaks this, not production.
