@@ -226,7 +226,7 @@ fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca() {
         ],
         body.as_bytes(),
     );
-    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(cluster.collector_uses_tls(), "t", "the session is TLS");
     assert!(stop(child).success());
     let out = run_cli(&cfg, &["report", "--format", "json"]);
