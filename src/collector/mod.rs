@@ -12,6 +12,7 @@
 //! - [`service`]: the systemd service loop
 
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -304,7 +304,7 @@ pub fn merge_buckets(histogram: &[u64], min_group: u64) -> Vec<UsersBucket> {
     // (first bucket, last bucket, installations), growing outward from the
     // ends; what is left over joins the median bucket.
     let mut ranges: Vec<(usize, usize, u64)> = Vec::new();
-    let mut sweep = |indices: &mut dyn Iterator<Item = usize>| {
+    let sweep = |indices: &mut dyn Iterator<Item = usize>| {
         let mut out = Vec::new();
         let mut open: Option<(usize, u64)> = None;
         for k in indices {
