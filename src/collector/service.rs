@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, TlsConfig};
+use super::dashboard::serve::Listener;
 use super::http::{accept_loop, Ingest, Limits};
 use super::limits::raise_nofile_limit;
 use super::store::{spawn_writer, Access, Store};
@@ -61,7 +62,12 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let (writer, writer_task) = spawn_writer(store, config.batch_size);
     let ingest = Arc::new(Ingest::new(&config, limits, tls, writer));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
+    let mut acceptor = tokio::spawn(accept_loop(
+        listener,
+        Listener::Public,
+        ingest.clone(),
+        shutdown_rx,
+    ));
 
     let scheme = if config.tls.is_some() {
         "https"

@@ -13,9 +13,13 @@
 //! the wire; hours are `unix_secs / 3600` inside and RFC 3339 on the wire.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use super::store::StoreError;
 
 /// The dimensions of [`Summary::by`], in the order they are shown.
 pub const DIMENSIONS: [&str; 5] = [
@@ -141,13 +145,14 @@ impl Range {
     }
 }
 
-/// Where summaries come from: the history's rollup tables.
-pub trait SummarySource {
+/// Where summaries come from: the history's rollup tables. Boxed so that
+/// the listeners can hold any source behind one pointer.
+pub trait SummarySource: Send + Sync + 'static {
     fn load_summary(
         &self,
         from_day: i64,
         to_day: i64,
-    ) -> impl std::future::Future<Output = Result<Summary, super::store::StoreError>> + Send;
+    ) -> Pin<Box<dyn Future<Output = Result<Summary, StoreError>> + Send + '_>>;
 }
 
 /// The bucket that `users` active users fall in.

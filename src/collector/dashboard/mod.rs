@@ -6,6 +6,7 @@
 //! published summary, but unfolded: the admin listener is the vendor's own.
 
 pub mod charts;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
