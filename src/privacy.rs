@@ -8,33 +8,10 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-/// Which hashing scheme turns identifiers into what is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdScheme {
-    /// systemd's application-specific id (HMAC-SHA256, UUID v4 bits).
-    App,
-    /// SHA-256 of the identifier as upstream kopano-server would send it.
-    Sha256,
-}
-
-impl IdScheme {
-    /// The `surveyclient_id_hash` value naming this scheme.
-    pub fn config_name(self) -> &'static str {
-        match self {
-            IdScheme::App => "app",
-            IdScheme::Sha256 => "sha256",
-        }
-    }
-
-    /// The value of the `id_scheme` field, so the collector knows what the
-    /// hashes mean.
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            IdScheme::App => "app-v1",
-            IdScheme::Sha256 => "sha256",
-        }
-    }
-}
+/// Which hashing scheme turns identifiers into what is sent: the wire
+/// contract's, so the daemon's choice and the collector's reading of it are
+/// one type.
+pub use crate::wire::IdScheme;
 
 /// An identifier read from the machine. Its raw value is only reachable
 /// through [`RawId::hash`]: `Debug` is redacted so a stray `{:?}` in a log

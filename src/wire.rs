@@ -96,9 +96,77 @@ const COUNT: Limit = Limit::Count {
     min: 0,
     max: MAX_COUNT,
 };
-/// app-v1 ids are 32 hex digits, sha256 ones 64.
-const ID_HASH: Limit = Limit::Hex { lengths: &[32, 64] };
-pub const ID_SCHEMES: &[&str] = &["app-v1", "sha256"];
+/// How a client hashed the identifiers it sends: the `id_scheme` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdScheme {
+    /// systemd's application-specific id (HMAC-SHA256, UUID v4 bits).
+    App,
+    /// SHA-256 of the identifier as upstream kopano-server would send it,
+    /// the same value the collector computes from upstream's raw ids.
+    Sha256,
+}
+
+impl IdScheme {
+    pub const ALL: [IdScheme; 2] = [IdScheme::App, IdScheme::Sha256];
+
+    /// The value of the `id_scheme` field.
+    pub const fn wire_name(self) -> &'static str {
+        match self {
+            IdScheme::App => "app-v1",
+            IdScheme::Sha256 => "sha256",
+        }
+    }
+
+    pub fn from_wire_name(name: &str) -> Option<IdScheme> {
+        IdScheme::ALL.into_iter().find(|s| s.wire_name() == name)
+    }
+
+    /// surveyd's `surveyclient_id_hash` value choosing this scheme.
+    pub const fn config_name(self) -> &'static str {
+        match self {
+            IdScheme::App => "app",
+            IdScheme::Sha256 => "sha256",
+        }
+    }
+
+    /// How many lowercase hex digits an id hashed this way has.
+    pub const fn hex_len(self) -> usize {
+        match self {
+            IdScheme::App => 32,
+            IdScheme::Sha256 => 64,
+        }
+    }
+
+    /// The bit the collector sets in a row's `flags` for this scheme.
+    pub const fn flag(self) -> i64 {
+        match self {
+            IdScheme::App => FLAG_ID_APP_V1,
+            IdScheme::Sha256 => FLAG_ID_SHA256,
+        }
+    }
+}
+
+// The bits of the stored `flags` column: how a row's ids came to be and
+// which were missing, so readers of the table know what is comparable.
+
+/// The report came from upstream kopano-server: `machine_id`/`server_guid`
+/// arrived raw and were replaced by their SHA-256 on ingest.
+pub const FLAG_UPSTREAM_RAW_IDS: i64 = 1;
+/// surveyd `id_scheme = app-v1`: the id columns hold systemd-style
+/// app-specific ids (32 hex), not comparable with SHA-256 ones.
+pub const FLAG_ID_APP_V1: i64 = 2;
+/// surveyd `id_scheme = sha256`: the id columns hold SHA-256 of the raw ids
+/// computed by the client, the same values upstream reports produce here.
+pub const FLAG_ID_SHA256: i64 = 4;
+/// The report carried no machine id (the client had none, or omitted it).
+pub const FLAG_NO_MACHINE_ID: i64 = 8;
+/// The report carried no server GUID (or the Go client's placeholder).
+pub const FLAG_NO_SERVER_GUID: i64 = 16;
+
+const ID_HASH: Limit = Limit::Hex {
+    lengths: &[IdScheme::App.hex_len(), IdScheme::Sha256.hex_len()],
+};
+const ID_SCHEMES: &[&str] = &[IdScheme::App.wire_name(), IdScheme::Sha256.wire_name()];
 
 const fn text(name: &'static str, desc: &'static str, sender: Sender) -> Field {
     Field {
@@ -126,57 +194,173 @@ const fn count(name: &'static str, desc: &'static str) -> Field {
     }
 }
 
-/// Every field of the version-2 payload. Counts carry upstream's own
-/// descriptions.
+// Every field of the version-2 payload, each name written once: code that
+// needs a field refers to its constant. Counts carry upstream's own
+// descriptions.
+
+pub const MACHINE_ID_HASH: Field = Field {
+    column: Some("machine_id_sha256"),
+    limit: ID_HASH,
+    ..text(
+        "machine_id_hash",
+        "Machine ID, hashed on the sending machine",
+        Sender::Surveyd,
+    )
+};
+pub const SERVER_GUID_HASH: Field = Field {
+    column: Some("server_guid_sha256"),
+    limit: ID_HASH,
+    ..text(
+        "server_guid_hash",
+        "Server GUID, hashed on the sending machine",
+        Sender::Surveyd,
+    )
+};
+pub const ID_SCHEME: Field = Field {
+    column: None,
+    limit: Limit::OneOf(ID_SCHEMES),
+    ..text("id_scheme", "How the IDs were hashed", Sender::Surveyd)
+};
+/// Upstream's raw machine id; stored hashed, in [`MACHINE_ID_HASH`]'s column.
+pub const MACHINE_ID: Field = Field {
+    column: None,
+    ..text("machine_id", "Machine ID", Sender::Upstream)
+};
+/// Upstream's raw GUID; stored hashed, in [`SERVER_GUID_HASH`]'s column.
+pub const SERVER_GUID: Field = Field {
+    column: None,
+    ..text("server_guid", "Server GUID", Sender::Upstream)
+};
+pub const PROGRAM_NAME: Field = text("program_name", "Program name", Sender::Both);
+pub const PROGRAM_VERSION: Field = text("program_version", "Program version", Sender::Both);
+pub const OSRELEASE: Field = text("osrelease", "OS release", Sender::Both);
+pub const UTSNAME: Field = text(
+    "utsname",
+    "Kernel name, architecture and release",
+    Sender::Both,
+);
+pub const USERPLUGIN: Field = text("userplugin", "User plugin", Sender::Both);
+pub const ATTACHMENT_STORAGE: Field =
+    text("attachment_storage", "Attachment storage", Sender::Both);
+pub const USERCNT_ACTIVE: Field = count("usercnt_active", "Number of active users");
+pub const USERCNT_CONTACT: Field = count("usercnt_contact", "Number of contacts");
+pub const USERCNT_EQUIPMENT: Field = count("usercnt_equipment", "Number of equipment");
+pub const USERCNT_NA_USER: Field = count("usercnt_na_user", "Number of non-active users");
+pub const USERCNT_NONACTIVE: Field =
+    count("usercnt_nonactive", "Number of total non-active objects");
+pub const USERCNT_ROOM: Field = count("usercnt_room", "Number of rooms");
+
+/// Every field of the version-2 payload.
 pub const FIELDS: &[Field] = &[
-    Field {
-        column: Some("machine_id_sha256"),
-        limit: ID_HASH,
-        ..text(
-            "machine_id_hash",
-            "Machine ID, hashed on the sending machine",
-            Sender::Surveyd,
-        )
-    },
-    Field {
-        column: Some("server_guid_sha256"),
-        limit: ID_HASH,
-        ..text(
-            "server_guid_hash",
-            "Server GUID, hashed on the sending machine",
-            Sender::Surveyd,
-        )
-    },
-    Field {
-        column: None,
-        limit: Limit::OneOf(ID_SCHEMES),
-        ..text("id_scheme", "How the IDs were hashed", Sender::Surveyd)
-    },
-    Field {
-        column: None,
-        ..text("machine_id", "Machine ID", Sender::Upstream)
-    },
-    Field {
-        column: None,
-        ..text("server_guid", "Server GUID", Sender::Upstream)
-    },
-    text("program_name", "Program name", Sender::Both),
-    text("program_version", "Program version", Sender::Both),
-    text("osrelease", "OS release", Sender::Both),
-    text(
-        "utsname",
-        "Kernel name, architecture and release",
-        Sender::Both,
-    ),
-    text("userplugin", "User plugin", Sender::Both),
-    text("attachment_storage", "Attachment storage", Sender::Both),
-    count("usercnt_active", "Number of active users"),
-    count("usercnt_contact", "Number of contacts"),
-    count("usercnt_equipment", "Number of equipment"),
-    count("usercnt_na_user", "Number of non-active users"),
-    count("usercnt_nonactive", "Number of total non-active objects"),
-    count("usercnt_room", "Number of rooms"),
+    MACHINE_ID_HASH,
+    SERVER_GUID_HASH,
+    ID_SCHEME,
+    MACHINE_ID,
+    SERVER_GUID,
+    PROGRAM_NAME,
+    PROGRAM_VERSION,
+    OSRELEASE,
+    UTSNAME,
+    USERPLUGIN,
+    ATTACHMENT_STORAGE,
+    USERCNT_ACTIVE,
+    USERCNT_CONTACT,
+    USERCNT_EQUIPMENT,
+    USERCNT_NA_USER,
+    USERCNT_NONACTIVE,
+    USERCNT_ROOM,
 ];
+
+const fn surveyd_field_count() -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < FIELDS.len() {
+        if !matches!(FIELDS[i].sender, Sender::Upstream) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// The names of every field surveyd can send (all but upstream's raw ids),
+/// in [`FIELDS`] order.
+pub const SURVEYD_FIELD_NAMES: [&str; surveyd_field_count()] = {
+    let mut names = [""; surveyd_field_count()];
+    let (mut i, mut n) = (0, 0);
+    while i < FIELDS.len() {
+        if !matches!(FIELDS[i].sender, Sender::Upstream) {
+            names[n] = FIELDS[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    names
+};
+
+/// A column of the collector's installation table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// The installation key the collector derives from the ids.
+    Uid,
+    /// When the installation first reported (Unix seconds).
+    FirstSeen,
+    /// When it last reported (Unix seconds).
+    LastUpdate,
+    /// The `FLAG_*` bits.
+    Flags,
+    /// What this payload field held, as validated.
+    Field(&'static Field),
+}
+
+impl Column {
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Uid => "uid",
+            Column::FirstSeen => "first_seen",
+            Column::LastUpdate => "last_update",
+            Column::Flags => "flags",
+            Column::Field(f) => f.column.expect("TABLE lists only fields with a column"),
+        }
+    }
+}
+
+/// The installation table's columns in table order, the order `report`
+/// shows them in: the seed's columns first, then the ones added since. The
+/// store's migrations must create exactly these (a test holds them to it).
+pub const TABLE: &[Column] = &[
+    Column::Uid,
+    Column::Field(&MACHINE_ID_HASH),
+    Column::Field(&SERVER_GUID_HASH),
+    Column::FirstSeen,
+    Column::LastUpdate,
+    Column::Field(&USERCNT_ACTIVE),
+    Column::Field(&USERCNT_CONTACT),
+    Column::Field(&USERCNT_EQUIPMENT),
+    Column::Field(&USERCNT_NA_USER),
+    Column::Field(&USERCNT_NONACTIVE),
+    Column::Field(&USERPLUGIN),
+    Column::Field(&OSRELEASE),
+    Column::Field(&UTSNAME),
+    Column::Field(&PROGRAM_NAME),
+    Column::Field(&PROGRAM_VERSION),
+    Column::Flags,
+    Column::Field(&USERCNT_ROOM),
+    Column::Field(&ATTACHMENT_STORAGE),
+];
+
+/// The payload fields the table stores, in table order: what position `i`
+/// of a stored row's field values holds.
+pub fn stored_fields() -> impl Iterator<Item = &'static Field> {
+    TABLE.iter().filter_map(|c| match c {
+        Column::Field(f) => Some(*f),
+        _ => None,
+    })
+}
+
+/// Where `field`'s value sits among [`stored_fields`], if it is stored.
+pub fn stored_index(field: &Field) -> Option<usize> {
+    stored_fields().position(|f| f.name == field.name)
+}
 
 pub fn field(name: &str) -> Option<&'static Field> {
     FIELDS.iter().find(|f| f.name == name)
@@ -401,5 +585,34 @@ mod tests {
         let users = field("usercnt_active").unwrap();
         assert!(users.check_count(MAX_COUNT).is_ok());
         assert!(users.check_count(MAX_COUNT + 1).is_err());
+    }
+
+    #[test]
+    fn the_table_stores_every_field_surveyd_sends_once() {
+        let names: Vec<&str> = TABLE.iter().map(|c| c.name()).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "{name} twice in TABLE");
+        }
+        for f in stored_fields() {
+            assert_eq!(
+                field(f.name),
+                Some(f),
+                "{} is stored but not in FIELDS",
+                f.name
+            );
+        }
+        for name in SURVEYD_FIELD_NAMES {
+            let f = field(name).unwrap();
+            assert!(
+                f.name == ID_SCHEME.name || stored_index(f).is_some(),
+                "{name} is sent but the collector does not store it"
+            );
+        }
+        for scheme in IdScheme::ALL {
+            assert_eq!(IdScheme::from_wire_name(scheme.wire_name()), Some(scheme));
+            assert!(MACHINE_ID_HASH
+                .check_text(&"a".repeat(scheme.hex_len()))
+                .is_ok());
+        }
     }
 }

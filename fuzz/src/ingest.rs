@@ -9,10 +9,10 @@
 
 use serde_json::Value;
 use surveyd::collector::ingest::{
-    installation_uid, parse_report, FLAG_ID_APP_V1, FLAG_ID_SHA256, FLAG_NO_MACHINE_ID,
-    FLAG_NO_SERVER_GUID, FLAG_UPSTREAM_RAW_IDS,
+    installation_uid, parse_report, Value as Stored, FLAG_ID_APP_V1, FLAG_ID_SHA256,
+    FLAG_NO_MACHINE_ID, FLAG_NO_SERVER_GUID, FLAG_UPSTREAM_RAW_IDS,
 };
-use surveyd::wire::{MAX_COUNT, MAX_TEXT_BYTES as MAX_STRING_BYTES};
+use surveyd::wire::{self, MAX_COUNT, MAX_TEXT_BYTES as MAX_STRING_BYTES};
 
 /// Shorter values turn up in texts by coincidence ("id", a digit).
 const SECRET_MIN_LEN: usize = 8;
@@ -90,17 +90,20 @@ pub fn check(data: &[u8]) {
             return;
         }
     };
-    let stored = [
-        Some(&report.uid),
-        report.machine_id_sha256.as_ref(),
-        report.server_guid_sha256.as_ref(),
-        report.userplugin.as_ref(),
-        report.osrelease.as_ref(),
-        report.utsname.as_ref(),
-        report.program_name.as_ref(),
-        report.program_version.as_ref(),
-        report.attachment_storage.as_ref(),
-    ];
+    let machine_id = report.text(&wire::MACHINE_ID_HASH);
+    let server_guid = report.text(&wire::SERVER_GUID_HASH);
+    let texts: Vec<&str> = report
+        .values
+        .iter()
+        .flatten()
+        .filter_map(|v| match v {
+            Stored::Text(t) => Some(t.as_str()),
+            Stored::Count(_) => None,
+        })
+        .collect();
+    let stored: Vec<Option<&str>> = std::iter::once(Some(report.uid.as_str()))
+        .chain(texts.iter().copied().map(Some))
+        .collect();
     for secret in &secrets {
         assert!(
             !stored
@@ -115,65 +118,38 @@ pub fn check(data: &[u8]) {
         "accepted a body that is not JSON"
     );
 
-    assert!(
-        report.machine_id_sha256.is_some() || report.server_guid_sha256.is_some(),
-        "{report:?}"
-    );
+    assert!(machine_id.is_some() || server_guid.is_some(), "{report:?}");
     let scheme = report.flags & (FLAG_UPSTREAM_RAW_IDS | FLAG_ID_APP_V1 | FLAG_ID_SHA256);
     assert!(
         [FLAG_UPSTREAM_RAW_IDS, FLAG_ID_APP_V1, FLAG_ID_SHA256].contains(&scheme),
         "exactly one id scheme flag: {report:?}"
     );
     let id_len = if scheme == FLAG_ID_APP_V1 { 32 } else { 64 };
-    for id in [&report.machine_id_sha256, &report.server_guid_sha256]
-        .into_iter()
-        .flatten()
-    {
+    for id in [machine_id, server_guid].into_iter().flatten() {
         assert!(is_hex(id, id_len), "{report:?}");
     }
     assert_eq!(
         report.flags & FLAG_NO_MACHINE_ID != 0,
-        report.machine_id_sha256.is_none(),
+        machine_id.is_none(),
         "{report:?}"
     );
     assert_eq!(
         report.flags & FLAG_NO_SERVER_GUID != 0,
-        report.server_guid_sha256.is_none(),
+        server_guid.is_none(),
         "{report:?}"
     );
     assert_eq!(
         report.uid,
-        installation_uid(
-            report.machine_id_sha256.as_deref(),
-            report.server_guid_sha256.as_deref(),
-            report.program_name.as_deref(),
-        )
+        installation_uid(machine_id, server_guid, report.text(&wire::PROGRAM_NAME),)
     );
-    for text in [
-        &report.userplugin,
-        &report.osrelease,
-        &report.utsname,
-        &report.program_name,
-        &report.program_version,
-        &report.attachment_storage,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for text in texts {
         assert!(text.len() <= MAX_STRING_BYTES, "{report:?}");
         assert!(!text.chars().any(char::is_control), "{report:?}");
     }
-    for count in [
-        report.usercnt_active,
-        report.usercnt_contact,
-        report.usercnt_equipment,
-        report.usercnt_na_user,
-        report.usercnt_nonactive,
-        report.usercnt_room,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for count in report.values.iter().flatten().filter_map(|v| match v {
+        Stored::Count(n) => Some(*n),
+        Stored::Text(_) => None,
+    }) {
         assert!(
             u64::try_from(count).is_ok_and(|c| c <= MAX_COUNT),
             "{report:?}"

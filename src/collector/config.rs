@@ -38,6 +38,10 @@ pub struct Config {
     /// Most reports the writer commits in one transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Days an installation row is kept after its last report; 0 keeps
+    /// rows forever.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,11 @@ fn default_admin_listen() -> String {
 }
 fn default_batch_size() -> usize {
     512
+}
+// The data-minimisation promise: a server that stopped reporting half a
+// year ago is gone from the table (its counts stay in the history).
+fn default_retention_days() -> u32 {
+    180
 }
 fn yes() -> bool {
     true
@@ -259,6 +268,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return Err("batch_size: must be between 1 and 10000".into());
+        }
+        if self.retention_days > 36_500 {
+            return Err(
+                "retention_days: must be at most 36500 (use 0 to keep rows forever)".into(),
+            );
         }
         let rl = &self.rate_limit;
         if !(rl.per_second.is_finite() && rl.per_second > 0.0) {

@@ -15,21 +15,11 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::wire;
+use crate::wire::{self, IdScheme};
 
-/// The report came from upstream kopano-server: `machine_id`/`server_guid`
-/// arrived raw and were replaced by their SHA-256 on ingest.
-pub const FLAG_UPSTREAM_RAW_IDS: i64 = 1;
-/// surveyd `id_scheme = app-v1`: the id columns hold systemd-style
-/// app-specific ids (32 hex), not comparable with SHA-256 ones.
-pub const FLAG_ID_APP_V1: i64 = 2;
-/// surveyd `id_scheme = sha256`: the id columns hold SHA-256 of the raw ids
-/// computed by the client, the same values upstream reports produce here.
-pub const FLAG_ID_SHA256: i64 = 4;
-/// The report carried no machine id (the client had none, or omitted it).
-pub const FLAG_NO_MACHINE_ID: i64 = 8;
-/// The report carried no server GUID (or the placeholder below).
-pub const FLAG_NO_SERVER_GUID: i64 = 16;
+pub use crate::wire::{
+    FLAG_ID_APP_V1, FLAG_ID_SHA256, FLAG_NO_MACHINE_ID, FLAG_NO_SERVER_GUID, FLAG_UPSTREAM_RAW_IDS,
+};
 
 /// What Kopano's Go survey client (ksurveyclient-go, used by kwmserverd
 /// and others) sends as `server_guid` when it has none: BLAKE2b-256 of the
@@ -42,21 +32,36 @@ pub const GO_CLIENT_NO_GUID: &str =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub uid: String,
-    pub machine_id_sha256: Option<String>,
-    pub server_guid_sha256: Option<String>,
-    pub usercnt_active: Option<i64>,
-    pub usercnt_contact: Option<i64>,
-    pub usercnt_equipment: Option<i64>,
-    pub usercnt_na_user: Option<i64>,
-    pub usercnt_nonactive: Option<i64>,
-    pub userplugin: Option<String>,
-    pub osrelease: Option<String>,
-    pub utsname: Option<String>,
-    pub program_name: Option<String>,
-    pub program_version: Option<String>,
     pub flags: i64,
-    pub usercnt_room: Option<i64>,
-    pub attachment_storage: Option<String>,
+    /// The value of each of [`wire::stored_fields`], in that order.
+    pub values: Vec<Option<Value>>,
+}
+
+/// A validated field value, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Text(String),
+    Count(i64),
+}
+
+impl Report {
+    pub fn value(&self, field: &wire::Field) -> Option<&Value> {
+        self.values.get(wire::stored_index(field)?)?.as_ref()
+    }
+
+    pub fn text(&self, field: &wire::Field) -> Option<&str> {
+        match self.value(field)? {
+            Value::Text(t) => Some(t),
+            Value::Count(_) => None,
+        }
+    }
+
+    pub fn count(&self, field: &wire::Field) -> Option<i64> {
+        match self.value(field)? {
+            Value::Count(n) => Some(*n),
+            Value::Text(_) => None,
+        }
+    }
 }
 
 /// Why a body was refused. The text goes back to the client as the one-line
@@ -110,31 +115,20 @@ enum Field<'a> {
     Other,
 }
 
-/// The stats this collector knows; `None` in `known` when `stats` was not
-/// an object. Any other name is skipped without being copied.
+/// The stats this collector knows, by their index in [`wire::FIELDS`];
+/// `None` in `known` when `stats` was not an object. Any other name is
+/// skipped without being copied.
 struct Stats<'a> {
     known: Option<Known<'a>>,
 }
 
-#[derive(Default)]
-struct Known<'a> {
-    machine_id: Option<Entry<'a>>,
-    server_guid: Option<Entry<'a>>,
-    machine_id_hash: Option<Entry<'a>>,
-    server_guid_hash: Option<Entry<'a>>,
-    id_scheme: Option<Entry<'a>>,
-    program_name: Option<Entry<'a>>,
-    program_version: Option<Entry<'a>>,
-    osrelease: Option<Entry<'a>>,
-    utsname: Option<Entry<'a>>,
-    userplugin: Option<Entry<'a>>,
-    attachment_storage: Option<Entry<'a>>,
-    usercnt_active: Option<Entry<'a>>,
-    usercnt_contact: Option<Entry<'a>>,
-    usercnt_equipment: Option<Entry<'a>>,
-    usercnt_na_user: Option<Entry<'a>>,
-    usercnt_nonactive: Option<Entry<'a>>,
-    usercnt_room: Option<Entry<'a>>,
+struct Known<'a>([Option<Entry<'a>>; wire::FIELDS.len()]);
+
+impl<'a> Known<'a> {
+    fn take(&mut self, field: &wire::Field) -> Option<Entry<'a>> {
+        let i = wire::FIELDS.iter().position(|f| f.name == field.name);
+        self.0[i.expect("every field the parser reads is in the wire contract")].take()
+    }
 }
 
 /// One stat, `{"desc": .., "type": .., "mode": .., "value": ..}`, or
@@ -355,34 +349,15 @@ impl<'de: 'a, 'a> Deserialize<'de> for Stats<'a> {
             }
             non_object_scalars!(Stats { known: None });
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stats<'a>, A::Error> {
-                let mut stats = Known::default();
+                let mut stats = Known(std::array::from_fn(|_| None));
                 let mut seen = SeenKeys::default();
                 while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
                     seen.insert(name.clone())?;
-                    let slot = match name.as_ref() {
-                        "machine_id" => &mut stats.machine_id,
-                        "server_guid" => &mut stats.server_guid,
-                        "machine_id_hash" => &mut stats.machine_id_hash,
-                        "server_guid_hash" => &mut stats.server_guid_hash,
-                        "id_scheme" => &mut stats.id_scheme,
-                        "program_name" => &mut stats.program_name,
-                        "program_version" => &mut stats.program_version,
-                        "osrelease" => &mut stats.osrelease,
-                        "utsname" => &mut stats.utsname,
-                        "userplugin" => &mut stats.userplugin,
-                        "attachment_storage" => &mut stats.attachment_storage,
-                        "usercnt_active" => &mut stats.usercnt_active,
-                        "usercnt_contact" => &mut stats.usercnt_contact,
-                        "usercnt_equipment" => &mut stats.usercnt_equipment,
-                        "usercnt_na_user" => &mut stats.usercnt_na_user,
-                        "usercnt_nonactive" => &mut stats.usercnt_nonactive,
-                        "usercnt_room" => &mut stats.usercnt_room,
-                        _ => {
-                            map.next_value::<Skipped>()?;
-                            continue;
-                        }
+                    let Some(i) = wire::FIELDS.iter().position(|f| f.name == name) else {
+                        map.next_value::<Skipped>()?;
+                        continue;
                     };
-                    *slot = Some(map.next_value::<Entry<'a>>()?);
+                    stats.0[i] = Some(map.next_value::<Entry<'a>>()?);
                 }
                 Ok(Stats { known: Some(stats) })
             }
@@ -428,23 +403,23 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         }
         Some(_) => return Err(reject("\"version\" is not a supported integer")),
     }
-    let stats = envelope
+    let mut stats = envelope
         .stats
         .ok_or_else(|| reject("missing \"stats\""))?
         .known
         .ok_or_else(|| reject("\"stats\" is not an object"))?;
 
-    // The contract allows exactly these two words.
-    let scheme = string_stat(stats.id_scheme, "id_scheme")?.map(|s| match s.as_ref() {
-        "app-v1" => IdScheme::AppV1,
-        _ => IdScheme::Sha256,
-    });
-    let upstream_style = stats.machine_id.is_some() || stats.server_guid.is_some();
-    let raw_machine = raw_id_stat(stats.machine_id, "machine_id")?;
-    let raw_guid = raw_id_stat(stats.server_guid, "server_guid")?
+    // The contract's limit allows only the schemes' own names.
+    let scheme = string_stat(stats.take(&wire::ID_SCHEME), &wire::ID_SCHEME)?
+        .and_then(|s| IdScheme::from_wire_name(&s));
+    let raw_machine = stats.take(&wire::MACHINE_ID);
+    let raw_guid = stats.take(&wire::SERVER_GUID);
+    let upstream_style = raw_machine.is_some() || raw_guid.is_some();
+    let raw_machine = raw_id_stat(raw_machine, &wire::MACHINE_ID)?;
+    let raw_guid = raw_id_stat(raw_guid, &wire::SERVER_GUID)?
         .filter(|g| !g.eq_ignore_ascii_case(GO_CLIENT_NO_GUID));
-    let hashed_machine = string_stat(stats.machine_id_hash, "machine_id_hash")?;
-    let hashed_guid = string_stat(stats.server_guid_hash, "server_guid_hash")?;
+    let hashed_machine = string_stat(stats.take(&wire::MACHINE_ID_HASH), &wire::MACHINE_ID_HASH)?;
+    let hashed_guid = string_stat(stats.take(&wire::SERVER_GUID_HASH), &wire::SERVER_GUID_HASH)?;
 
     let surveyd_style = scheme.is_some() || hashed_machine.is_some() || hashed_guid.is_some();
     if surveyd_style && upstream_style {
@@ -453,13 +428,13 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         ));
     }
 
-    let (machine_id_sha256, server_guid_sha256, mut flags) = if surveyd_style {
+    let (mut machine_id_sha256, mut server_guid_sha256, mut flags) = if surveyd_style {
         let scheme = scheme.ok_or_else(|| reject("hashed identifiers need stats.id_scheme"))?;
         let m = hashed_machine
-            .map(|h| scheme.check("machine_id_hash", h))
+            .map(|h| check_scheme(scheme, &wire::MACHINE_ID_HASH, h))
             .transpose()?;
         let g = hashed_guid
-            .map(|h| scheme.check("server_guid_hash", h))
+            .map(|h| check_scheme(scheme, &wire::SERVER_GUID_HASH, h))
             .transpose()?;
         (m, g, scheme.flag())
     } else {
@@ -481,74 +456,65 @@ pub fn parse_report(body: &[u8]) -> Result<Report, Rejection> {
         flags |= FLAG_NO_SERVER_GUID;
     }
 
-    let fact = |raw, name| string_stat(raw, name).map(|v| v.map(Cow::into_owned));
-    let program_name = fact(stats.program_name, "program_name")?;
-    let uid = installation_uid(
-        machine_id_sha256.as_deref(),
-        server_guid_sha256.as_deref(),
-        program_name.as_deref(),
-    );
-    Ok(Report {
-        uid,
-        machine_id_sha256,
-        server_guid_sha256,
-        usercnt_active: count_stat(stats.usercnt_active, "usercnt_active")?,
-        usercnt_contact: count_stat(stats.usercnt_contact, "usercnt_contact")?,
-        usercnt_equipment: count_stat(stats.usercnt_equipment, "usercnt_equipment")?,
-        usercnt_na_user: count_stat(stats.usercnt_na_user, "usercnt_na_user")?,
-        usercnt_nonactive: count_stat(stats.usercnt_nonactive, "usercnt_nonactive")?,
-        userplugin: fact(stats.userplugin, "userplugin")?,
-        osrelease: fact(stats.osrelease, "osrelease")?,
-        utsname: fact(stats.utsname, "utsname")?,
-        program_name,
-        program_version: fact(stats.program_version, "program_version")?,
+    let values = wire::stored_fields()
+        .map(|field| {
+            Ok(if field.name == wire::MACHINE_ID_HASH.name {
+                machine_id_sha256.take().map(Value::Text)
+            } else if field.name == wire::SERVER_GUID_HASH.name {
+                server_guid_sha256.take().map(Value::Text)
+            } else {
+                match field.json_type {
+                    wire::JsonType::String => {
+                        string_stat(stats.take(field), field)?.map(|v| Value::Text(v.into_owned()))
+                    }
+                    wire::JsonType::Int => count_stat(stats.take(field), field)?.map(Value::Count),
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, Rejection>>()?;
+    let mut report = Report {
+        uid: String::new(),
         flags,
-        usercnt_room: count_stat(stats.usercnt_room, "usercnt_room")?,
-        attachment_storage: fact(stats.attachment_storage, "attachment_storage")?,
-    })
+        values,
+    };
+    report.uid = installation_uid(
+        report.text(&wire::MACHINE_ID_HASH),
+        report.text(&wire::SERVER_GUID_HASH),
+        report.text(&wire::PROGRAM_NAME),
+    );
+    Ok(report)
 }
 
-#[derive(Clone, Copy)]
-enum IdScheme {
-    AppV1,
-    Sha256,
-}
-
-impl IdScheme {
-    fn flag(self) -> i64 {
-        match self {
-            IdScheme::AppV1 => FLAG_ID_APP_V1,
-            IdScheme::Sha256 => FLAG_ID_SHA256,
-        }
+/// Hashes must have exactly the length their scheme produces (the wire
+/// contract already made them lowercase hex), so that a client bug cannot
+/// put one scheme's ids under another's flag.
+fn check_scheme(
+    scheme: IdScheme,
+    field: &wire::Field,
+    value: Cow<str>,
+) -> Result<String, Rejection> {
+    if value.len() == scheme.hex_len() {
+        Ok(value.into_owned())
+    } else {
+        Err(reject(format!(
+            "stats.{}: must be {} lowercase hex digits for {}",
+            field.name,
+            scheme.hex_len(),
+            scheme.wire_name()
+        )))
     }
-
-    /// Hashes must have exactly the length their scheme produces (the
-    /// wire contract already made them lowercase hex), so that a client
-    /// bug cannot put one scheme's ids under another's flag.
-    fn check(self, name: &str, value: Cow<str>) -> Result<String, Rejection> {
-        let (len, what) = match self {
-            IdScheme::AppV1 => (32, "32 lowercase hex digits for app-v1"),
-            IdScheme::Sha256 => (64, "64 lowercase hex digits for sha256"),
-        };
-        if value.len() == len {
-            Ok(value.into_owned())
-        } else {
-            Err(reject(format!("stats.{name}: must be {what}")))
-        }
-    }
-}
-
-/// The wire contract's entry for a field this parser reads.
-fn spec(name: &str) -> &'static wire::Field {
-    wire::field(name).expect("every field the parser reads is in the wire contract")
 }
 
 /// The fields of stat `name`, checked to declare the contract's type.
-fn entry<'a>(entry: Option<Entry<'a>>, name: &str) -> Result<Option<EntryFields<'a>>, Rejection> {
+fn entry<'a>(
+    entry: Option<Entry<'a>>,
+    field: &wire::Field,
+) -> Result<Option<EntryFields<'a>>, Rejection> {
     let Some(Entry(fields)) = entry else {
         return Ok(None);
     };
-    let expected_type = spec(name).json_type.wire_name();
+    let name = field.name;
+    let expected_type = field.json_type.wire_name();
     let e = fields.ok_or_else(|| reject(format!("stats.{name}: not an object")))?;
     match &e.kind {
         Some(Field::Str(t)) if t == expected_type => {}
@@ -568,8 +534,12 @@ fn entry<'a>(entry: Option<Entry<'a>>, name: &str) -> Result<Option<EntryFields<
 /// A string stat within the wire contract's limits for `name`: length,
 /// characters (no controls, separators or bidi formatting, which would
 /// break or disguise the one-line-per-row outputs vendors read), shape.
-fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
-    let Some(e) = entry(raw, name)? else {
+fn string_stat<'a>(
+    raw: Option<Entry<'a>>,
+    field: &wire::Field,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    let name = field.name;
+    let Some(e) = entry(raw, field)? else {
         return Ok(None);
     };
     let v = match e.value {
@@ -577,7 +547,7 @@ fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, 
         Some(_) => return Err(reject(format!("stats.{name}: value is not a string"))),
         None => return Err(reject(format!("stats.{name}: missing \"value\""))),
     };
-    spec(name)
+    field
         .check_text(&v)
         .map_err(|why| reject(format!("stats.{name}: {why}")))?;
     Ok(Some(v))
@@ -585,12 +555,16 @@ fn string_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, 
 
 /// A raw upstream identifier: an empty one means "none", never a hash of
 /// the empty string.
-fn raw_id_stat<'a>(raw: Option<Entry<'a>>, name: &str) -> Result<Option<Cow<'a, str>>, Rejection> {
-    Ok(string_stat(raw, name)?.filter(|v| !v.is_empty()))
+fn raw_id_stat<'a>(
+    raw: Option<Entry<'a>>,
+    field: &wire::Field,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    Ok(string_stat(raw, field)?.filter(|v| !v.is_empty()))
 }
 
-fn count_stat(raw: Option<Entry>, name: &str) -> Result<Option<i64>, Rejection> {
-    let Some(e) = entry(raw, name)? else {
+fn count_stat(raw: Option<Entry>, field: &wire::Field) -> Result<Option<i64>, Rejection> {
+    let name = field.name;
+    let Some(e) = entry(raw, field)? else {
         return Ok(None);
     };
     // Upstream sends its on-demand counts both as gauges and as counters.
@@ -610,7 +584,7 @@ fn count_stat(raw: Option<Entry>, name: &str) -> Result<Option<i64>, Rejection> 
         Some(_) => return Err(reject(format!("stats.{name}: value is not an integer"))),
         None => return Err(reject(format!("stats.{name}: missing \"value\""))),
     };
-    spec(name)
+    field
         .check_count(n)
         .map_err(|why| reject(format!("stats.{name}: {why}")))?;
     Ok(Some(n as i64))
@@ -633,15 +607,15 @@ mod tests {
     fn upstream_raw_ids_are_hashed_and_flagged() {
         let r = parse_report(upstream_body().as_bytes()).unwrap();
         assert_eq!(
-            r.machine_id_sha256.as_deref(),
+            r.text(&wire::MACHINE_ID_HASH),
             Some(sha256_hex(RAW_MID.as_bytes()).as_str())
         );
         assert_eq!(
-            r.server_guid_sha256.as_deref(),
+            r.text(&wire::SERVER_GUID_HASH),
             Some(sha256_hex(RAW_GUID.as_bytes()).as_str())
         );
         assert_eq!(r.flags, FLAG_UPSTREAM_RAW_IDS);
-        assert_eq!(r.usercnt_active, Some(42));
+        assert_eq!(r.count(&wire::USERCNT_ACTIVE), Some(42));
         let debug = format!("{r:?}");
         assert!(!debug.contains(RAW_MID) && !debug.contains(RAW_GUID));
     }
@@ -766,7 +740,7 @@ mod tests {
                 r#"{{"version":2,"stats":{{"machine_id":{{"type":"string","value":"{RAW_MID}"}},"server_guid":{{"type":"string","value":"{guid}"}}}}}}"#
             );
             let r = parse_report(body.as_bytes()).unwrap();
-            assert_eq!(r.server_guid_sha256, None);
+            assert_eq!(r.text(&wire::SERVER_GUID_HASH), None);
             assert_eq!(r.flags, FLAG_UPSTREAM_RAW_IDS | FLAG_NO_SERVER_GUID);
         }
     }

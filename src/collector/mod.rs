@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -12,11 +12,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::wire;
+use crate::wire::{self, Column};
 
-use super::store::{Row, Stats, COLUMNS};
+use super::ingest::Value;
+use super::store::{columns, Row, Stats};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -38,9 +39,6 @@ impl Cell {
     fn text(v: &Option<String>) -> Cell {
         v.as_ref()
             .map_or(Cell::Null, |s| Cell::Text(escaped(s).into_owned()))
-    }
-    fn count(v: Option<i64>) -> Cell {
-        v.map_or(Cell::Null, |n| Cell::Number(n.to_string()))
     }
     fn as_str(&self) -> &str {
         match self {
@@ -93,26 +91,29 @@ fn datetime(unix: i64) -> String {
 }
 
 fn cells(row: &Row, time: fn(i64) -> String) -> Vec<Cell> {
-    vec![
-        Cell::Text(row.uid.clone()),
-        Cell::text(&row.machine_id_sha256),
-        Cell::text(&row.server_guid_sha256),
-        Cell::Text(time(row.first_seen)),
-        Cell::Text(time(row.last_update)),
-        Cell::count(row.usercnt_active),
-        Cell::count(row.usercnt_contact),
-        Cell::count(row.usercnt_equipment),
-        Cell::count(row.usercnt_na_user),
-        Cell::count(row.usercnt_nonactive),
-        Cell::text(&row.userplugin),
-        Cell::text(&row.osrelease),
-        Cell::text(&row.utsname),
-        Cell::text(&row.program_name),
-        Cell::text(&row.program_version),
-        Cell::Number(row.flags.to_string()),
-        Cell::count(row.usercnt_room),
-        Cell::text(&row.attachment_storage),
-    ]
+    wire::TABLE
+        .iter()
+        .map(|column| match column {
+            Column::Uid => Cell::Text(row.report.uid.clone()),
+            Column::FirstSeen => Cell::Text(time(row.first_seen)),
+            Column::LastUpdate => Cell::Text(time(row.last_update)),
+            Column::Flags => Cell::Number(row.report.flags.to_string()),
+            Column::Field(f) => match row.report.value(f) {
+                Some(Value::Text(t)) => Cell::Text(escaped(t).into_owned()),
+                Some(Value::Count(n)) => Cell::Number(n.to_string()),
+                None => Cell::Null,
+            },
+        })
+        .collect()
+}
+
+/// Whether `report` aligns the column right, as mysql does numbers.
+fn is_numeric(column: &Column) -> bool {
+    match column {
+        Column::Flags => true,
+        Column::Field(f) => f.json_type == wire::JsonType::Int,
+        Column::Uid | Column::FirstSeen | Column::LastUpdate => false,
+    }
 }
 
 /// A box like the mysql client draws, followed by its row count line.
@@ -166,17 +167,15 @@ pub fn table(rows: &[Row]) -> String {
         return rows_in_set(0);
     }
     let body: Vec<Vec<Cell>> = rows.iter().map(|r| cells(r, datetime)).collect();
-    let numeric: Vec<bool> = COLUMNS
-        .iter()
-        .map(|c| c.starts_with("usercnt_") || *c == "flags")
-        .collect();
-    boxed(COLUMNS, &numeric, &body) + &rows_in_set(rows.len())
+    let numeric: Vec<bool> = wire::TABLE.iter().map(is_numeric).collect();
+    let header: Vec<&str> = columns().collect();
+    boxed(&header, &numeric, &body) + &rows_in_set(rows.len())
 }
 
 /// RFC 4180 CSV with a header line; NULL is an empty field.
 pub fn csv(rows: &[Row]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(COLUMNS).expect("writing to memory");
+    w.write_record(columns()).expect("writing to memory");
     for row in rows {
         let record: Vec<String> = cells(row, rfc3339)
             .into_iter()
@@ -191,53 +190,38 @@ pub fn csv(rows: &[Row]) -> String {
     String::from_utf8(w.into_inner().expect("flushing to memory")).expect("CSV of UTF-8 is UTF-8")
 }
 
-#[derive(Serialize)]
-struct JsonRow<'a> {
-    uid: &'a str,
-    machine_id_sha256: Option<Cow<'a, str>>,
-    server_guid_sha256: Option<Cow<'a, str>>,
-    first_seen: String,
-    last_update: String,
-    usercnt_active: Option<i64>,
-    usercnt_contact: Option<i64>,
-    usercnt_equipment: Option<i64>,
-    usercnt_na_user: Option<i64>,
-    usercnt_nonactive: Option<i64>,
-    userplugin: Option<Cow<'a, str>>,
-    osrelease: Option<Cow<'a, str>>,
-    utsname: Option<Cow<'a, str>>,
-    program_name: Option<Cow<'a, str>>,
-    program_version: Option<Cow<'a, str>>,
-    flags: i64,
-    usercnt_room: Option<i64>,
-    attachment_storage: Option<Cow<'a, str>>,
+/// A row as a JSON object, keyed by column name in table order.
+struct JsonRow<'a>(&'a Row);
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Row {
+            first_seen,
+            last_update,
+            report,
+        } = self.0;
+        let mut map = s.serialize_map(Some(wire::TABLE.len()))?;
+        for column in wire::TABLE {
+            let name = column.name();
+            match column {
+                Column::Uid => map.serialize_entry(name, &report.uid)?,
+                Column::FirstSeen => map.serialize_entry(name, &rfc3339(*first_seen))?,
+                Column::LastUpdate => map.serialize_entry(name, &rfc3339(*last_update))?,
+                Column::Flags => map.serialize_entry(name, &report.flags)?,
+                Column::Field(f) => match report.value(f) {
+                    Some(Value::Text(t)) => map.serialize_entry(name, &escaped(t))?,
+                    Some(Value::Count(n)) => map.serialize_entry(name, n)?,
+                    None => map.serialize_entry(name, &())?,
+                },
+            }
+        }
+        map.end()
+    }
 }
 
 /// An array of objects keyed by column name, times in RFC 3339.
 pub fn json(rows: &[Row]) -> String {
-    let out: Vec<JsonRow> = rows
-        .iter()
-        .map(|r| JsonRow {
-            uid: &r.uid,
-            machine_id_sha256: r.machine_id_sha256.as_deref().map(escaped),
-            server_guid_sha256: r.server_guid_sha256.as_deref().map(escaped),
-            first_seen: rfc3339(r.first_seen),
-            last_update: rfc3339(r.last_update),
-            usercnt_active: r.usercnt_active,
-            usercnt_contact: r.usercnt_contact,
-            usercnt_equipment: r.usercnt_equipment,
-            usercnt_na_user: r.usercnt_na_user,
-            usercnt_nonactive: r.usercnt_nonactive,
-            userplugin: r.userplugin.as_deref().map(escaped),
-            osrelease: r.osrelease.as_deref().map(escaped),
-            utsname: r.utsname.as_deref().map(escaped),
-            program_name: r.program_name.as_deref().map(escaped),
-            program_version: r.program_version.as_deref().map(escaped),
-            flags: r.flags,
-            usercnt_room: r.usercnt_room,
-            attachment_storage: r.attachment_storage.as_deref().map(escaped),
-        })
-        .collect();
+    let out: Vec<JsonRow> = rows.iter().map(JsonRow).collect();
     serde_json::to_string_pretty(&out).expect("rows serialise") + "\n"
 }
 
@@ -259,56 +243,64 @@ pub fn stats(s: &Stats) -> String {
          active users (installations seen in the last 30 days): {}\n",
         s.seen_24h, s.seen_7d, s.seen_30d, s.total, s.active_users_30d
     );
-    out.push_str("\nby program_version (installations seen in the last 30 days):\n");
+    let (name, version, os) = (
+        Column::Field(&wire::PROGRAM_NAME).name(),
+        Column::Field(&wire::PROGRAM_VERSION).name(),
+        Column::Field(&wire::OSRELEASE).name(),
+    );
+    out.push_str(&format!(
+        "\nby {version} (installations seen in the last 30 days):\n"
+    ));
     let body: Vec<Vec<Cell>> = s
         .by_version
         .iter()
         .map(|(name, version, n)| vec![opt(name), opt(version), Cell::Number(n.to_string())])
         .collect();
     out.push_str(&boxed(
-        &["program_name", "program_version", "installations"],
+        &[name, version, "installations"],
         &[false, false, true],
         &body,
     ));
-    out.push_str("\nby osrelease (installations seen in the last 30 days):\n");
+    out.push_str(&format!(
+        "\nby {os} (installations seen in the last 30 days):\n"
+    ));
     let body: Vec<Vec<Cell>> = s
         .by_osrelease
         .iter()
         .map(|(os, n)| vec![opt(os), Cell::Number(n.to_string())])
         .collect();
-    out.push_str(&boxed(
-        &["osrelease", "installations"],
-        &[false, true],
-        &body,
-    ));
+    out.push_str(&boxed(&[os, "installations"], &[false, true], &body));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::ingest::Report;
 
     fn row() -> Row {
-        Row {
+        let mut report = Report {
             uid: "u1".into(),
-            machine_id_sha256: Some("m".into()),
-            server_guid_sha256: None,
+            flags: 1,
+            values: vec![None; wire::stored_fields().count()],
+        };
+        set(&mut report, &wire::MACHINE_ID_HASH, Value::Text("m".into()));
+        set(&mut report, &wire::USERCNT_ACTIVE, Value::Count(12));
+        set(&mut report, &wire::USERPLUGIN, Value::Text("ldap".into()));
+        set(
+            &mut report,
+            &wire::OSRELEASE,
+            Value::Text("Debian, \"bookworm\"".into()),
+        );
+        Row {
             first_seen: 0,
             last_update: 86_400,
-            usercnt_active: Some(12),
-            usercnt_contact: None,
-            usercnt_equipment: None,
-            usercnt_na_user: None,
-            usercnt_nonactive: None,
-            userplugin: Some("ldap".into()),
-            osrelease: Some("Debian, \"bookworm\"".into()),
-            utsname: None,
-            program_name: None,
-            program_version: None,
-            flags: 1,
-            usercnt_room: None,
-            attachment_storage: None,
+            report,
         }
+    }
+
+    fn set(report: &mut Report, field: &wire::Field, value: Value) {
+        report.values[wire::stored_index(field).unwrap()] = Some(value);
     }
 
     #[test]
@@ -328,10 +320,20 @@ mod tests {
     #[test]
     fn formulas_and_invisible_characters_are_defused_in_every_output() {
         let mut r = row();
-        r.program_name = Some("=HYPERLINK(\"http://x.example/\",\"click\")".into());
-        r.program_version = Some("@SUM(A1)".into());
-        r.userplugin = Some("-2+3".into());
-        r.osrelease = Some("Debian \u{202E}txt.exe\u{2028}next".into());
+        let hyperlink = "=HYPERLINK(\"http://x.example/\",\"click\")";
+        set(
+            &mut r.report,
+            &wire::PROGRAM_NAME,
+            Value::Text(hyperlink.into()),
+        );
+        set(
+            &mut r.report,
+            &wire::PROGRAM_VERSION,
+            Value::Text("@SUM(A1)".into()),
+        );
+        set(&mut r.report, &wire::USERPLUGIN, Value::Text("-2+3".into()));
+        let os = "Debian \u{202E}txt.exe\u{2028}next";
+        set(&mut r.report, &wire::OSRELEASE, Value::Text(os.into()));
         let c = csv(&[r.clone()]);
         assert!(
             c.contains("\"'=HYPERLINK(\"\"http://x.example/\"\",\"\"click\"\")\""),

@@ -28,12 +28,15 @@ use super::config::{Config, TlsConfig};
 use super::dashboard::serve::Listener;
 use super::http::{accept_loop, Ingest, Limits};
 use super::limits::raise_nofile_limit;
-use super::store::{spawn_writer, Access, Store};
+use super::store::{spawn_writer, Access, Store, WriterConfig};
 use crate::exit;
 use crate::sys::{notify, Failure};
 
 /// How often STATUS is refreshed with the counters.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How often an idle writer is asked whether a UTC day ended (a writing
+/// one notices at its next batch): a day closes at most this late.
+const DAY_CLOSE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let config = Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e))?;
@@ -59,7 +62,13 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
 
     let nofile = raise_nofile_limit();
     let limits = Limits::from_config(&config, nofile);
-    let (writer, writer_task) = spawn_writer(store, config.batch_size);
+    let (writer, writer_task) = spawn_writer(
+        store,
+        WriterConfig {
+            batch_size: config.batch_size,
+            retention_days: config.retention_days,
+        },
+    );
     let ingest = Arc::new(Ingest::new(&config, limits, tls, writer));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut acceptor = tokio::spawn(accept_loop(
@@ -92,6 +101,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |t| t / 2));
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut day_close_tick = tokio::time::interval(DAY_CLOSE_EVERY);
     let mut running = config;
 
     loop {
@@ -117,6 +127,7 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
                 // check after a parsed report.
                 ingest.trim_if_idle();
             }
+            _ = day_close_tick.tick() => ingest.writer().close_days(),
             _ = &mut acceptor => {
                 return Err(Failure::new(exit::SOFTWARE, "the listener stopped unexpectedly"));
             }
@@ -210,6 +221,10 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
                 ("listen", running.listen != new.listen),
                 ("database", running.database != new.database),
                 ("batch_size", running.batch_size != new.batch_size),
+                (
+                    "retention_days",
+                    running.retention_days != new.retention_days,
+                ),
                 (
                     "max_body_memory_bytes",
                     running.max_body_memory_bytes != new.max_body_memory_bytes,

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -145,14 +144,14 @@ impl Range {
     }
 }
 
-/// Where summaries come from: the history's rollup tables. Boxed so that
-/// the listeners can hold any source behind one pointer.
-pub trait SummarySource: Send + Sync + 'static {
+/// Where summaries come from: the history's rollup tables (implemented for
+/// `store::Store` in the history).
+pub trait SummarySource {
     fn load_summary(
         &self,
         from_day: i64,
         to_day: i64,
-    ) -> Pin<Box<dyn Future<Output = Result<Summary, StoreError>> + Send + '_>>;
+    ) -> impl Future<Output = Result<Summary, StoreError>> + Send;
 }
 
 /// The bucket that `users` active users fall in.

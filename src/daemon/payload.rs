@@ -5,26 +5,6 @@
 //! before anything is audited: a report is never sent to be refused on
 //! every retry.
 
-/// Every field surveyd can send, by its name on the wire: the
-/// [`crate::wire::FIELDS`] not reserved to upstream clients.
-pub const FIELD_NAMES: &[&str] = &[
-    "machine_id_hash",
-    "server_guid_hash",
-    "id_scheme",
-    "program_name",
-    "program_version",
-    "osrelease",
-    "utsname",
-    "userplugin",
-    "attachment_storage",
-    "usercnt_active",
-    "usercnt_contact",
-    "usercnt_equipment",
-    "usercnt_na_user",
-    "usercnt_nonactive",
-    "usercnt_room",
-];
-
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -204,29 +184,32 @@ pub fn build(facts: &Facts, options: &PayloadOptions) -> Payload {
     let mut hashed_any = false;
     if let Some(id) = &facts.machine_id {
         put(
-            "machine_id_hash",
+            wire::MACHINE_ID_HASH.name,
             FactValue::Text(id.hash(options.scheme, &options.app_id)),
         );
         hashed_any = true;
     }
     if let Some(guid) = &facts.server_guid {
         put(
-            "server_guid_hash",
+            wire::SERVER_GUID_HASH.name,
             FactValue::Text(guid.hash(options.scheme, &options.app_id)),
         );
         hashed_any = true;
     }
     if hashed_any {
         put(
-            "id_scheme",
+            wire::ID_SCHEME.name,
             FactValue::Text(options.scheme.wire_name().to_string()),
         );
     }
+    // The identifier fields come only from the hashes above.
+    let derived = [
+        wire::MACHINE_ID_HASH,
+        wire::SERVER_GUID_HASH,
+        wire::ID_SCHEME,
+    ];
     for (name, value) in &facts.values {
-        if !matches!(
-            name.as_str(),
-            "machine_id_hash" | "server_guid_hash" | "id_scheme"
-        ) {
+        if !derived.iter().any(|f| f.name == name) {
             put(name, value.clone());
         }
     }
@@ -350,33 +333,21 @@ mod tests {
         assert!(!stats.contains_key("secret_field"));
     }
 
-    /// The column value the collector stored for wire field `name`.
+    /// The value the collector stored for wire field `name`, as JSON.
     fn stored(r: &crate::collector::ingest::Report, name: &str) -> Option<Value> {
-        let text = |v: &Option<String>| v.clone().map(Value::from);
-        let count = |v: Option<i64>| v.map(Value::from);
-        match name {
-            "machine_id_hash" => text(&r.machine_id_sha256),
-            "server_guid_hash" => text(&r.server_guid_sha256),
-            "id_scheme" => Some(Value::from(
-                if r.flags & crate::collector::ingest::FLAG_ID_APP_V1 != 0 {
-                    "app-v1"
-                } else {
-                    "sha256"
-                },
-            )),
-            "program_name" => text(&r.program_name),
-            "program_version" => text(&r.program_version),
-            "osrelease" => text(&r.osrelease),
-            "utsname" => text(&r.utsname),
-            "userplugin" => text(&r.userplugin),
-            "attachment_storage" => text(&r.attachment_storage),
-            "usercnt_active" => count(r.usercnt_active),
-            "usercnt_contact" => count(r.usercnt_contact),
-            "usercnt_equipment" => count(r.usercnt_equipment),
-            "usercnt_na_user" => count(r.usercnt_na_user),
-            "usercnt_nonactive" => count(r.usercnt_nonactive),
-            "usercnt_room" => count(r.usercnt_room),
-            other => panic!("field {other} has no column in this test"),
+        use crate::collector::ingest::Value as Stored;
+        let field = wire::field(name).unwrap();
+        if field.name == wire::ID_SCHEME.name {
+            let scheme = IdScheme::ALL.into_iter().find(|s| r.flags & s.flag() != 0);
+            return scheme.map(|s| Value::from(s.wire_name()));
+        }
+        assert!(
+            wire::stored_index(field).is_some(),
+            "{name} is sent but has no column"
+        );
+        match r.value(field)? {
+            Stored::Text(t) => Some(Value::from(t.as_str())),
+            Stored::Count(n) => Some(Value::from(*n)),
         }
     }
 
@@ -384,7 +355,7 @@ mod tests {
     /// collector's parser, and check each field sent is stored as sent.
     fn round_trip(text: &str, count: u64, opts: &PayloadOptions) -> Map<String, Value> {
         let mut f = facts();
-        for name in FIELD_NAMES {
+        for name in wire::SURVEYD_FIELD_NAMES {
             match field_spec(name).unwrap().0 {
                 FieldType::Text => f
                     .values
@@ -407,23 +378,6 @@ mod tests {
     }
 
     #[test]
-    fn the_wire_contract_lists_exactly_the_fields_surveyd_sends() {
-        let from_contract: Vec<&str> = wire::FIELDS
-            .iter()
-            .filter(|f| f.sender != Sender::Upstream)
-            .map(|f| f.name)
-            .collect();
-        assert_eq!(from_contract, FIELD_NAMES);
-        for f in wire::FIELDS.iter().filter(|f| f.sender != Sender::Upstream) {
-            assert!(
-                f.column.is_some() || f.name == "id_scheme",
-                "{} is sent but has no column",
-                f.name
-            );
-        }
-    }
-
-    #[test]
     fn every_field_surveyd_builds_is_accepted_and_stored_by_the_collector() {
         let hostile = format!(
             "{}\t\u{202E}\u{2028}\n\u{1b}[31m{}\u{85}",
@@ -438,7 +392,14 @@ mod tests {
                     ..options()
                 };
                 let all = round_trip("plain value", wire::MAX_COUNT, &opts);
-                assert_eq!(all.len(), FIELD_NAMES.len(), "in range: every field sent");
+                assert_eq!(
+                    all.len(),
+                    wire::SURVEYD_FIELD_NAMES.len(),
+                    "in range: every field sent"
+                );
+                let longest = "é".repeat(wire::MAX_TEXT_BYTES / 2);
+                let at_limit = round_trip(&longest, wire::MAX_COUNT, &opts);
+                assert_eq!(at_limit[wire::OSRELEASE.name]["value"], longest.as_str());
                 let fitted = round_trip(&hostile, 5 * wire::MAX_COUNT, &opts);
                 let version = fitted["program_version"]["value"].as_str().unwrap();
                 assert_eq!(version.len(), wire::MAX_TEXT_BYTES);

@@ -6,6 +6,8 @@
 //! at most one query per range a minute.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use sha2::Sha256;
 use tokio::sync::Mutex;
 
 use super::render;
+use crate::collector::store::StoreError;
 use crate::collector::summary::{day_of, now, Range, Summary, SummarySource};
 
 pub const SUMMARY_PATH: &str = "/api/stats/v1/summary.json";
@@ -43,8 +46,26 @@ pub enum Listener {
     Admin,
 }
 
+/// The object-safe form of [`SummarySource`] that the listeners hold.
+trait Loader: Send + Sync {
+    fn load(&self, from_day: i64, to_day: i64)
+        -> Pin<Box<dyn Future<Output = Loaded> + Send + '_>>;
+}
+
+type Loaded = Result<Summary, StoreError>;
+
+impl<S: SummarySource + Send + Sync> Loader for S {
+    fn load(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> Pin<Box<dyn Future<Output = Loaded> + Send + '_>> {
+        Box::pin(self.load_summary(from_day, to_day))
+    }
+}
+
 pub struct Pages {
-    source: Arc<dyn SummarySource>,
+    source: Arc<dyn Loader>,
     min_group: u64,
     token: Option<Token>,
     cache: Mutex<HashMap<&'static str, (Instant, Arc<Summary>)>>,
@@ -91,7 +112,11 @@ impl Token {
 }
 
 impl Pages {
-    pub fn new(source: Arc<dyn SummarySource>, min_group: u64, token: Option<&str>) -> Pages {
+    pub fn new(
+        source: Arc<impl SummarySource + Send + Sync + 'static>,
+        min_group: u64,
+        token: Option<&str>,
+    ) -> Pages {
         Pages {
             source,
             min_group,
@@ -212,7 +237,7 @@ impl Pages {
             }
         }
         let (from, to) = range.days(day_of(now() as i64));
-        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.source.load_summary(from, to))
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.source.load(from, to))
             .await
             .map_err(|_| format!("the rollup query took longer than {LOAD_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;

@@ -11,41 +11,27 @@ mod postgres;
 mod sqlite;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::config::Database;
+use super::history;
 use super::ingest::Report;
+use super::summary::{Summary, SummarySource};
+use crate::wire;
 
-/// Every column of the table, in table order: the seed's columns first,
-/// then the ones this collector added.
-pub const COLUMNS: &[&str] = &[
-    "uid",
-    "machine_id_sha256",
-    "server_guid_sha256",
-    "first_seen",
-    "last_update",
-    "usercnt_active",
-    "usercnt_contact",
-    "usercnt_equipment",
-    "usercnt_na_user",
-    "usercnt_nonactive",
-    "userplugin",
-    "osrelease",
-    "utsname",
-    "program_name",
-    "program_version",
-    "flags",
-    "usercnt_room",
-    "attachment_storage",
-];
+/// Every column of the table, in table order, by name.
+pub fn columns() -> impl Iterator<Item = &'static str> {
+    wire::TABLE.iter().map(|c| c.name())
+}
 
 /// Schema migrations, in order; `schema_version` holds how many have run.
 /// Each is plain SQL that SQLite and PostgreSQL both accept.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE installations (
     uid                TEXT NOT NULL PRIMARY KEY,
     machine_id_sha256  TEXT,
@@ -66,52 +52,173 @@ CREATE TABLE installations (
     usercnt_room       BIGINT,
     attachment_storage TEXT
 );
-"];
+",
+    ROLLUP_MIGRATION,
+];
 // No index on last_update: every report moves it, so such an index costs
 // two extra random page writes per report, while only the occasional
 // `stats` would read it (a full scan of a million rows takes well under a
 // second).
 
+/// The daily history (see `history`), backfilled from the table as well
+/// as it can: the table only knows two dates per installation, so each row
+/// counts as active on its `last_update` day (with its current values and
+/// users) and new on its `first_seen` day; reports and gone start at 0.
+const ROLLUP_MIGRATION: &str = "
+CREATE TABLE rollup_days (
+    day       BIGINT NOT NULL PRIMARY KEY,
+    active    BIGINT NOT NULL,
+    new       BIGINT NOT NULL,
+    gone      BIGINT NOT NULL,
+    reports   BIGINT NOT NULL,
+    users_sum BIGINT NOT NULL
+);
+CREATE TABLE rollup_groups (
+    day       BIGINT NOT NULL,
+    dimension TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    active    BIGINT NOT NULL,
+    new       BIGINT NOT NULL,
+    gone      BIGINT NOT NULL,
+    PRIMARY KEY (day, dimension, value)
+);
+CREATE TABLE rollup_users (
+    day           BIGINT NOT NULL,
+    bucket        INTEGER NOT NULL,
+    installations BIGINT NOT NULL,
+    PRIMARY KEY (day, bucket)
+);
+CREATE TABLE rollup_hours (
+    hour    BIGINT NOT NULL PRIMARY KEY,
+    reports BIGINT NOT NULL
+);
+CREATE TABLE closed_days (
+    day       BIGINT NOT NULL PRIMARY KEY,
+    closed_at BIGINT NOT NULL
+);
+INSERT INTO rollup_days (day, active, new, gone, reports, users_sum)
+SELECT day, CAST(SUM(active) AS BIGINT), CAST(SUM(new) AS BIGINT), 0, 0,
+       CAST(SUM(users) AS BIGINT)
+FROM (
+    SELECT last_update / 86400 AS day, 1 AS active, 0 AS new,
+           COALESCE(usercnt_active, 0) AS users FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 0, 1, 0 FROM installations
+) AS t GROUP BY day;
+INSERT INTO rollup_groups (day, dimension, value, active, new, gone)
+SELECT day, dimension, value, CAST(SUM(active) AS BIGINT), CAST(SUM(new) AS BIGINT), 0
+FROM (
+    SELECT last_update / 86400 AS day, 'program_name' AS dimension,
+           COALESCE(program_name, 'unknown') AS value,
+           1 AS active, 0 AS new FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'program_name',
+           COALESCE(program_name, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'program_version',
+           COALESCE(program_version, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'program_version',
+           COALESCE(program_version, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'osrelease',
+           COALESCE(osrelease, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'osrelease',
+           COALESCE(osrelease, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'userplugin',
+           COALESCE(userplugin, 'unknown'),
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'userplugin',
+           COALESCE(userplugin, 'unknown'),
+           0, 1 FROM installations
+    UNION ALL
+    SELECT last_update / 86400, 'id_scheme',
+           CASE WHEN flags & 2 <> 0 THEN 'app-v1' WHEN flags & 4 <> 0 THEN 'sha256' ELSE 'upstream' END,
+           1, 0 FROM installations
+    UNION ALL
+    SELECT first_seen / 86400, 'id_scheme',
+           CASE WHEN flags & 2 <> 0 THEN 'app-v1' WHEN flags & 4 <> 0 THEN 'sha256' ELSE 'upstream' END,
+           0, 1 FROM installations
+) AS t GROUP BY day, dimension, value;
+INSERT INTO rollup_users (day, bucket, installations)
+WITH RECURSIVE buckets (bucket, lo, hi) AS (
+    SELECT 0, CAST(0 AS BIGINT), CAST(1 AS BIGINT)
+    UNION ALL
+    SELECT bucket + 1, hi, hi * 2 FROM buckets WHERE bucket < 32
+)
+SELECT i.last_update / 86400, b.bucket, COUNT(*)
+FROM installations AS i JOIN buckets AS b
+  ON i.usercnt_active >= b.lo AND (i.usercnt_active < b.hi OR b.bucket = 32)
+GROUP BY i.last_update / 86400, b.bucket;
+";
+
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const SELECT_ROWS: &str = "SELECT uid, machine_id_sha256, server_guid_sha256, first_seen, \
-    last_update, usercnt_active, usercnt_contact, usercnt_equipment, usercnt_na_user, \
-    usercnt_nonactive, userplugin, osrelease, utsname, program_name, program_version, flags, \
-    usercnt_room, attachment_storage FROM installations ORDER BY first_seen, uid";
+/// Every column of every row, in table order.
+static SELECT_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM installations ORDER BY first_seen, uid",
+        columns().collect::<Vec<_>>().join(", ")
+    )
+});
+
+/// The `SET` list of both upserts: every column a later report replaces,
+/// which is all but the key and `first_seen`.
+fn upsert_updates(excluded: &str) -> String {
+    wire::TABLE
+        .iter()
+        .filter(|c| !matches!(c, wire::Column::Uid | wire::Column::FirstSeen))
+        .map(|c| format!("{0} = {excluded}.{0}", c.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column(field: &'static wire::Field) -> &'static str {
+    wire::Column::Field(field).name()
+}
 
 // `$n` parameters are understood by both SQLite and PostgreSQL.
-const SELECT_TOTALS: &str = "SELECT CAST(COUNT(*) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-    CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN usercnt_active ELSE 0 END), 0) AS BIGINT) \
-    FROM installations";
-const SELECT_BY_VERSION: &str = "SELECT program_name, program_version, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY program_name, program_version";
-const SELECT_BY_OSRELEASE: &str = "SELECT osrelease, CAST(COUNT(*) AS BIGINT) \
-    FROM installations WHERE last_update >= $1 GROUP BY osrelease";
+static SELECT_TOTALS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT CAST(COUNT(*) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN last_update >= $3 THEN {} ELSE 0 END), 0) AS BIGINT) \
+         FROM installations",
+        column(&wire::USERCNT_ACTIVE)
+    )
+});
+static SELECT_BY_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let (name, version) = (column(&wire::PROGRAM_NAME), column(&wire::PROGRAM_VERSION));
+    format!(
+        "SELECT {name}, {version}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {name}, {version}"
+    )
+});
+static SELECT_BY_OSRELEASE: LazyLock<String> = LazyLock::new(|| {
+    let os = column(&wire::OSRELEASE);
+    format!(
+        "SELECT {os}, CAST(COUNT(*) AS BIGINT) \
+         FROM installations WHERE last_update >= $1 GROUP BY {os}"
+    )
+});
 
-/// One row of the table as stored.
+/// One row of the table as stored: the last report of an installation
+/// and when it was first and last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub uid: String,
-    pub machine_id_sha256: Option<String>,
-    pub server_guid_sha256: Option<String>,
     pub first_seen: i64,
     pub last_update: i64,
-    pub usercnt_active: Option<i64>,
-    pub usercnt_contact: Option<i64>,
-    pub usercnt_equipment: Option<i64>,
-    pub usercnt_na_user: Option<i64>,
-    pub usercnt_nonactive: Option<i64>,
-    pub userplugin: Option<String>,
-    pub osrelease: Option<String>,
-    pub utsname: Option<String>,
-    pub program_name: Option<String>,
-    pub program_version: Option<String>,
-    pub flags: i64,
-    pub usercnt_room: Option<i64>,
-    pub attachment_storage: Option<String>,
+    pub report: Report,
 }
 
 /// The aggregates behind `surveyd-collector stats`. Breakdowns and the
@@ -123,9 +230,9 @@ pub struct Stats {
     pub seen_7d: i64,
     pub seen_30d: i64,
     pub active_users_30d: i64,
-    /// (program_name, program_version, installations), most first.
+    /// (program name, program version, installations), most first.
     pub by_version: Vec<(Option<String>, Option<String>, i64)>,
-    /// (osrelease, installations), most first.
+    /// (OS release, installations), most first.
     pub by_osrelease: Vec<(Option<String>, i64)>,
 }
 
@@ -187,6 +294,35 @@ impl Store {
     }
 }
 
+impl SummarySource for Store {
+    /// The summary of `from_day..=to_day`, read from the rollup tables
+    /// only (by their primary keys), never from the installation table.
+    fn load_summary(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> impl std::future::Future<Output = Result<Summary, StoreError>> + Send {
+        // A SQLite connection cannot be shared across threads, so its
+        // (synchronous) read happens before the future is made.
+        enum Read<'a> {
+            Done(Result<history::RollupRows, StoreError>),
+            Postgres(&'a postgres::Postgres),
+        }
+        let read = match self {
+            Store::Sqlite(s) => Read::Done(s.rollup_rows(from_day, to_day)),
+            Store::Postgres(p) => Read::Postgres(p),
+        };
+        async move {
+            let rows = match read {
+                Read::Done(rows) => rows?,
+                Read::Postgres(p) => p.rollup_rows(from_day, to_day).await?,
+            };
+            let now = unix_now().max(0) as u64;
+            Ok(history::summary_from(rows, from_day, to_day, now))
+        }
+    }
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,6 +334,22 @@ pub fn unix_now() -> i64 {
 struct Job {
     report: Report,
     done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What the writer is asked to do.
+enum Work {
+    Store(Job),
+    /// Close the days that ended, if any (the service's tick, so that an
+    /// idle collector closes days too).
+    CloseDays,
+}
+
+/// What the writer needs to know beyond the store.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub batch_size: usize,
+    /// 0: keep every row forever.
+    pub retention_days: u32,
 }
 
 /// Lets the watchdog tell an idle writer from one stuck in a commit.
@@ -246,7 +398,7 @@ impl WriterHealth {
 /// The handlers' side of the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     pub health: Arc<WriterHealth>,
 }
 
@@ -255,30 +407,38 @@ impl WriterHandle {
     pub async fn submit(&self, report: Report) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { report, done })
+            .send(Work::Store(Job { report, done }))
             .await
             .map_err(|_| StoreError("the writer has stopped".into()))?;
         wait.await
             .map_err(|_| StoreError("the writer has stopped".into()))?
+    }
+
+    /// Have the writer close the days that ended. A full queue means it
+    /// is busy, and it checks before each batch anyway.
+    pub fn close_days(&self) {
+        let _ = self.tx.try_send(Work::CloseDays);
     }
 }
 
 /// Start the one writer that owns `store`. It takes the first queued
 /// report, drains up to `batch_size - 1` more that are already waiting, and
 /// commits them together, so throughput grows with load instead of being
-/// capped at one transaction per report. It exits once every handle is
+/// capped at one transaction per report. Before the first batch of a new
+/// UTC day (and on a `close_days` tick) it closes the days that ended:
+/// retention, then the `closed_days` marker. It exits once every handle is
 /// dropped and the queue is empty.
-pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(batch_size * 4);
+pub fn spawn_writer(store: Store, config: WriterConfig) -> (WriterHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(config.batch_size * 4);
     let health = Arc::new(WriterHealth::new());
     let h = health.clone();
     let task = match store {
         Store::Sqlite(s) => tokio::task::spawn_blocking(move || {
-            s.run_writer(rx, batch_size, &h);
+            s.run_writer(rx, config, &h);
             h.running.store(false, Ordering::Relaxed);
         }),
         Store::Postgres(p) => tokio::spawn(async move {
-            p.run_writer(rx, batch_size, &h).await;
+            p.run_writer(rx, config, &h).await;
             h.running.store(false, Ordering::Relaxed);
         }),
     };
@@ -286,16 +446,43 @@ pub fn spawn_writer(store: Store, batch_size: usize) -> (WriterHandle, JoinHandl
 }
 
 /// Take whatever else is already queued behind `first`, up to `batch_size`.
-fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>, batch_size: usize) -> Vec<Job> {
+/// A queued tick is dropped: the writer checks for ended days before every
+/// batch.
+fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Work>, batch_size: usize) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(batch_size.min(64));
     jobs.push(first);
     while jobs.len() < batch_size {
         match rx.try_recv() {
-            Ok(job) => jobs.push(job),
+            Ok(Work::Store(job)) => jobs.push(job),
+            Ok(Work::CloseDays) => {}
             Err(_) => break,
         }
     }
     jobs
+}
+
+/// Which day the writer last checked for days to close, so that the check
+/// costs a query only once a day.
+#[derive(Default)]
+struct DayCloser {
+    checked: Option<i64>,
+}
+
+impl DayCloser {
+    /// The day to check for, if today has not been checked yet.
+    fn due(&self, now: i64) -> Option<i64> {
+        let today = super::summary::day_of(now);
+        (self.checked != Some(today)).then_some(today)
+    }
+
+    /// Record the outcome; a failure is logged and retried on the next
+    /// batch or tick.
+    fn done(&mut self, today: i64, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => self.checked = Some(today),
+            Err(e) => tracing::error!("closing the days before today failed, retrying: {e}"),
+        }
+    }
 }
 
 fn finish_batch(jobs: Vec<Job>, result: Result<(), StoreError>) {

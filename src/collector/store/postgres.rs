@@ -4,38 +4,114 @@
 //! the reads.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
+use crate::collector::ingest::{Report, Value};
+use crate::wire::{self, Column, JsonType};
+
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, DayCloser, Job, Row,
+    Stats, StoreError, Work, WriterConfig, WriterHealth, MIGRATIONS, SCHEMA_VERSION,
+    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
-/// One round trip for a whole batch: the reports travel as parallel arrays.
-const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
-    first_seen, last_update, usercnt_active, usercnt_contact, usercnt_equipment, \
-    usercnt_na_user, usercnt_nonactive, userplugin, osrelease, utsname, program_name, \
-    program_version, flags, usercnt_room, attachment_storage) \
-    SELECT u.uid, u.mid, u.guid, $1, $1, u.active, u.contact, u.equipment, u.na_user, \
-    u.nonactive, u.userplugin, u.osrelease, u.utsname, u.program_name, u.program_version, \
-    u.flags, u.room, u.attachment_storage \
-    FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], \
-    $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
-    $15::integer[], $16::bigint[], $17::text[]) \
-    AS u(uid, mid, guid, active, contact, equipment, na_user, nonactive, userplugin, osrelease, \
-    utsname, program_name, program_version, flags, room, attachment_storage) \
-    ON CONFLICT (uid) DO UPDATE SET machine_id_sha256 = EXCLUDED.machine_id_sha256, \
-    server_guid_sha256 = EXCLUDED.server_guid_sha256, last_update = EXCLUDED.last_update, \
-    usercnt_active = EXCLUDED.usercnt_active, usercnt_contact = EXCLUDED.usercnt_contact, \
-    usercnt_equipment = EXCLUDED.usercnt_equipment, usercnt_na_user = EXCLUDED.usercnt_na_user, \
-    usercnt_nonactive = EXCLUDED.usercnt_nonactive, userplugin = EXCLUDED.userplugin, \
-    osrelease = EXCLUDED.osrelease, utsname = EXCLUDED.utsname, \
-    program_name = EXCLUDED.program_name, program_version = EXCLUDED.program_version, \
-    flags = EXCLUDED.flags, usercnt_room = EXCLUDED.usercnt_room, \
-    attachment_storage = EXCLUDED.attachment_storage";
+/// One round trip for a whole batch: the reports travel as parallel
+/// arrays, `$2` the uids, `$3` the flags, then one per stored field; `$1`
+/// is the time.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let mut arrays = vec!["$2::text[]".to_owned(), "$3::integer[]".to_owned()];
+    let mut names = vec![Column::Uid.name(), Column::Flags.name()];
+    for field in wire::stored_fields() {
+        let column = Column::Field(field);
+        arrays.push(format!("${}::{}[]", arrays.len() + 2, sql_type(field)));
+        names.push(column.name());
+    }
+    let selected: Vec<String> = wire::TABLE
+        .iter()
+        .map(|c| match c {
+            Column::FirstSeen | Column::LastUpdate => "$1".to_owned(),
+            c => format!("u.{}", c.name()),
+        })
+        .collect();
+    // `xmax = 0` only on a row this statement inserted; `first_seen` is
+    // never updated, so on a row another collector inserted after our
+    // FOR UPDATE read it is the time of that collector's report.
+    format!(
+        "INSERT INTO installations ({}) SELECT {} FROM UNNEST({}) AS u({}) \
+         ON CONFLICT (uid) DO UPDATE SET {} \
+         RETURNING uid, first_seen, (xmax = 0)",
+        columns().collect::<Vec<_>>().join(", "),
+        selected.join(", "),
+        arrays.join(", "),
+        names.join(", "),
+        upsert_updates("EXCLUDED")
+    )
+});
+
+/// Locks the batch's existing rows (in uid order, as every collector does,
+/// so two cannot deadlock) and reads their `last_update` as committed by
+/// whoever held them before: whether a report is an installation's first
+/// today is decided on that value, so two collectors never both count it.
+const LOCK_PREVIOUS: &str = "SELECT uid, last_update FROM installations \
+    WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
+
+// The counters, a batch's worth in one statement each.
+static ADD_DAYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_DAY
+    )
+});
+static ADD_GROUPS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+         $5::bigint[], $6::bigint[]) {}",
+        history::ADD_GROUP
+    )
+});
+static ADD_USERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_users (day, bucket, installations) \
+         SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::bigint[]) {}",
+        history::ADD_USERS
+    )
+});
+static ADD_HOURS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rollup_hours (hour, reports) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) {}",
+        history::ADD_HOUR
+    )
+});
+/// Deletes up to `$2` rows expired before `$1` that no other transaction
+/// holds (a collector refreshing one, or another collector expiring it),
+/// and returns what they are counted gone under: each row is deleted, and
+/// counted, by exactly one transaction.
+static DELETE_EXPIRED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "DELETE FROM installations WHERE last_update < $1 AND uid IN \
+         (SELECT uid FROM installations WHERE last_update < $1 \
+          ORDER BY uid LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING {}",
+        history::EXPIRED_COLUMNS
+    )
+});
+
+fn sql_type(field: &wire::Field) -> &'static str {
+    match field.json_type {
+        JsonType::String => "text",
+        JsonType::Int => "bigint",
+    }
+}
 
 /// Any constant works as long as every collector uses the same one.
 const MIGRATION_LOCK: i64 = 0x7375_7276_6579_6401; // "surveyd\x01"
@@ -135,13 +211,25 @@ impl Postgres {
 
     pub(super) async fn run_writer(
         mut self,
-        mut rx: mpsc::Receiver<Job>,
-        batch_size: usize,
+        mut rx: mpsc::Receiver<Work>,
+        config: WriterConfig,
         health: &WriterHealth,
     ) {
         let mut last_connect_failure: Option<Instant> = None;
-        while let Some(first) = rx.recv().await {
-            let jobs = drain_batch(first, &mut rx, batch_size);
+        let mut closer = DayCloser::default();
+        self.close_days_if_due(&mut closer, config.retention_days, health)
+            .await;
+        while let Some(work) = rx.recv().await {
+            if self
+                .ensure_connected(&mut last_connect_failure)
+                .await
+                .is_ok()
+            {
+                self.close_days_if_due(&mut closer, config.retention_days, health)
+                    .await;
+            }
+            let Work::Store(first) = work else { continue };
+            let jobs = drain_batch(first, &mut rx, config.batch_size);
             health.begin_batch();
             let result = match self.ensure_connected(&mut last_connect_failure).await {
                 Ok(()) => self.write_batch(&jobs).await.map_err(err("database write")),
@@ -177,102 +265,256 @@ impl Postgres {
         }
     }
 
+    /// Store the batch and count it in the history, in one transaction
+    /// that is correct with other collectors writing the same database:
+    /// see [`LOCK_PREVIOUS`] and [`UPSERT`].
     async fn write_batch(&mut self, jobs: &[Job]) -> Result<(), tokio_postgres::Error> {
         // ON CONFLICT may touch a row only once per statement, so of several
-        // reports for one installation in a batch only the last one counts,
-        // as it would have after sequential upserts.
+        // reports for one installation in a batch only the last one is
+        // stored, as it would have been after sequential upserts. Rows go
+        // in uid order, the order every collector locks them in.
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
             last.insert(job.report.uid.as_str(), i);
         }
         let mut idx: Vec<usize> = last.into_values().collect();
-        idx.sort_unstable();
+        idx.sort_unstable_by_key(|&i| jobs[i].report.uid.as_str());
         let reports: Vec<_> = idx.iter().map(|&i| &jobs[i].report).collect();
-        let text = |f: fn(&super::Report) -> Option<&str>| -> Vec<Option<&str>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
-        let count = |f: fn(&super::Report) -> Option<i64>| -> Vec<Option<i64>> {
-            reports.iter().map(|r| f(r)).collect()
-        };
         let uid: Vec<&str> = reports.iter().map(|r| r.uid.as_str()).collect();
         let flags: Vec<i32> = reports.iter().map(|r| r.flags as i32).collect();
+        let fields: Vec<Box<dyn ToSql + Sync + Send + '_>> = wire::stored_fields()
+            .enumerate()
+            .map(|(i, field)| -> Box<dyn ToSql + Sync + Send + '_> {
+                match field.json_type {
+                    JsonType::String => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match &r.values[i] {
+                                Some(Value::Text(t)) => Some(t.as_str()),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    JsonType::Int => Box::new(
+                        reports
+                            .iter()
+                            .map(|r| match r.values[i] {
+                                Some(Value::Count(n)) => Some(n),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            })
+            .collect();
         let now = unix_now();
         let stmt = match &self.upsert {
             Some(s) => s.clone(),
             None => {
-                let s = self.client.prepare(UPSERT).await?;
+                let s = self.client.prepare(UPSERT.as_str()).await?;
                 self.upsert = Some(s.clone());
                 s
             }
         };
-        self.client
-            .execute(
-                &stmt,
-                &[
-                    &now,
-                    &uid,
-                    &text(|r| r.machine_id_sha256.as_deref()),
-                    &text(|r| r.server_guid_sha256.as_deref()),
-                    &count(|r| r.usercnt_active),
-                    &count(|r| r.usercnt_contact),
-                    &count(|r| r.usercnt_equipment),
-                    &count(|r| r.usercnt_na_user),
-                    &count(|r| r.usercnt_nonactive),
-                    &text(|r| r.userplugin.as_deref()),
-                    &text(|r| r.osrelease.as_deref()),
-                    &text(|r| r.utsname.as_deref()),
-                    &text(|r| r.program_name.as_deref()),
-                    &text(|r| r.program_version.as_deref()),
-                    &flags,
-                    &count(|r| r.usercnt_room),
-                    &text(|r| r.attachment_storage.as_deref()),
-                ],
+        let fixed: [&(dyn ToSql + Sync); 3] = [&now, &uid, &flags];
+        let params: Vec<&(dyn ToSql + Sync)> = fixed
+            .into_iter()
+            .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
+            .collect();
+        let tx = self.client.transaction().await?;
+        let mut previous: HashMap<String, Previous> = tx
+            .query(LOCK_PREVIOUS, &[&uid])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Previous::LastUpdate(r.get(1))))
+            .collect();
+        for r in tx.query(&stmt, &params).await? {
+            let (uid, first_seen, inserted): (String, i64, bool) = (r.get(0), r.get(1), r.get(2));
+            previous.entry(uid).or_insert(if inserted {
+                Previous::New
+            } else {
+                Previous::LastUpdate(first_seen)
+            });
+        }
+        let mut increments = Increments::default();
+        for Job { report, .. } in jobs {
+            let prev = previous
+                .insert(report.uid.clone(), Previous::LastUpdate(now))
+                .unwrap_or(Previous::New);
+            increments.add_report(report, now, prev);
+        }
+        add_increments(&tx, &increments).await?;
+        tx.commit().await
+    }
+
+    async fn close_days_if_due(
+        &mut self,
+        closer: &mut DayCloser,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) {
+        let now = unix_now();
+        if let Some(today) = closer.due(now) {
+            let result = self
+                .close_days(today, now, retention_days, health)
+                .await
+                .map_err(err("closing the day"));
+            closer.done(today, result);
+        }
+    }
+
+    /// Close every day that ended and is not closed yet, oldest first.
+    /// Several collectors may do this at once: each expired row is deleted
+    /// and counted by one of them, and the marker is inserted once.
+    async fn close_days(
+        &mut self,
+        today: i64,
+        now: i64,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) -> Result<(), tokio_postgres::Error> {
+        let last_closed: Option<i64> = self
+            .client
+            .query_one("SELECT MAX(day) FROM closed_days", &[])
+            .await?
+            .get(0);
+        for day in history::days_to_close(today, last_closed) {
+            loop {
+                health.begin_batch();
+                let finished = self.close_day_step(day, now, retention_days).await;
+                health.end_batch();
+                if finished? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One retention batch of closing `day`; true once the day is closed.
+    async fn close_day_step(
+        &mut self,
+        day: i64,
+        now: i64,
+        retention_days: u32,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        let closed = tx
+            .query_opt("SELECT 1 FROM closed_days WHERE day = $1", &[&day])
+            .await?
+            .is_some();
+        if closed {
+            tx.commit().await?;
+            return Ok(true);
+        }
+        let mut increments = Increments::default();
+        let mut deleted = 0;
+        if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
+            let batch = history::RETENTION_BATCH as i64;
+            for r in tx
+                .query(DELETE_EXPIRED.as_str(), &[&cutoff, &batch])
+                .await?
+            {
+                let flags: i32 = r.get(4);
+                let dims = history::dims_of_row(
+                    [r.get(0), r.get(1), r.get(2), r.get(3)],
+                    i64::from(flags),
+                );
+                increments.add_gone(day, dims);
+                deleted += 1;
+            }
+        }
+        add_increments(&tx, &increments).await?;
+        let finished = deleted < history::RETENTION_BATCH;
+        if finished {
+            tx.execute(
+                "INSERT INTO closed_days (day, closed_at) VALUES ($1, $2) \
+                 ON CONFLICT (day) DO NOTHING",
+                &[&day, &now],
             )
             .await?;
-        Ok(())
+        }
+        tx.commit().await?;
+        if deleted > 0 {
+            tracing::info!(
+                "retention: deleted {deleted} installations not seen since before day {day} closed"
+            );
+        }
+        Ok(finished)
+    }
+
+    pub async fn rollup_rows(&self, from_day: i64, to_day: i64) -> Result<RollupRows, StoreError> {
+        let e = err("reading the history");
+        let range: [&(dyn ToSql + Sync); 2] = [&from_day, &to_day];
+        let days = self
+            .client
+            .query(history::SELECT_DAYS, &range)
+            .await
+            .map_err(&e)?;
+        let groups = self
+            .client
+            .query(history::SELECT_GROUPS, &range)
+            .await
+            .map_err(&e)?;
+        let users = self
+            .client
+            .query(history::SELECT_USERS, &range)
+            .await
+            .map_err(&e)?;
+        let (from_hour, to_hour) = history::hours_of(from_day, to_day);
+        let hours = self
+            .client
+            .query(history::SELECT_HOURS, &[&from_hour, &to_hour])
+            .await
+            .map_err(&e)?;
+        Ok(RollupRows {
+            days: days
+                .iter()
+                .map(|r| {
+                    let counts = DayCounts {
+                        active: r.get(1),
+                        new: r.get(2),
+                        gone: r.get(3),
+                        reports: r.get(4),
+                        users_sum: r.get(5),
+                    };
+                    (r.get(0), counts)
+                })
+                .collect(),
+            groups: groups
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+            users: users
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect(),
+            hours: hours.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        })
     }
 
     pub async fn rows(&self) -> Result<Vec<Row>, StoreError> {
         let rows = self
             .client
-            .query(SELECT_ROWS, &[])
+            .query(SELECT_ROWS.as_str(), &[])
             .await
             .map_err(err("reading the table"))?;
-        Ok(rows
-            .iter()
-            .map(|r| Row {
-                uid: r.get(0),
-                machine_id_sha256: r.get(1),
-                server_guid_sha256: r.get(2),
-                first_seen: r.get(3),
-                last_update: r.get(4),
-                usercnt_active: r.get(5),
-                usercnt_contact: r.get(6),
-                usercnt_equipment: r.get(7),
-                usercnt_na_user: r.get(8),
-                usercnt_nonactive: r.get(9),
-                userplugin: r.get(10),
-                osrelease: r.get(11),
-                utsname: r.get(12),
-                program_name: r.get(13),
-                program_version: r.get(14),
-                flags: i64::from(r.get::<_, i32>(15)),
-                usercnt_room: r.get(16),
-                attachment_storage: r.get(17),
-            })
-            .collect())
+        Ok(rows.iter().map(read_row).collect())
     }
 
     pub async fn stats(&self, cutoffs: [i64; 3]) -> Result<Stats, StoreError> {
         let e = err("computing stats");
         let t = self
             .client
-            .query_one(SELECT_TOTALS, &[&cutoffs[0], &cutoffs[1], &cutoffs[2]])
+            .query_one(
+                SELECT_TOTALS.as_str(),
+                &[&cutoffs[0], &cutoffs[1], &cutoffs[2]],
+            )
             .await
             .map_err(&e)?;
         let by_version = self
             .client
-            .query(SELECT_BY_VERSION, &[&cutoffs[2]])
+            .query(SELECT_BY_VERSION.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()
@@ -280,7 +522,7 @@ impl Postgres {
             .collect();
         let by_osrelease = self
             .client
-            .query(SELECT_BY_OSRELEASE, &[&cutoffs[2]])
+            .query(SELECT_BY_OSRELEASE.as_str(), &[&cutoffs[2]])
             .await
             .map_err(&e)?
             .iter()
@@ -295,5 +537,72 @@ impl Postgres {
             by_version,
             by_osrelease,
         })
+    }
+}
+
+/// Add a batch's counters to the rollup tables, in the tables' key order.
+async fn add_increments(
+    tx: &tokio_postgres::Transaction<'_>,
+    inc: &Increments,
+) -> Result<(), tokio_postgres::Error> {
+    if !inc.days.is_empty() {
+        let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
+        let days: Vec<i64> = inc.days.keys().copied().collect();
+        let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
+        let (reports, users) = (col(|c| c.reports), col(|c| c.users_sum));
+        tx.execute(
+            ADD_DAYS.as_str(),
+            &[&days, &active, &new, &gone, &reports, &users],
+        )
+        .await?;
+    }
+    if !inc.groups.is_empty() {
+        let days: Vec<i64> = inc.groups.keys().map(|k| k.0).collect();
+        let dimensions: Vec<&str> = inc.groups.keys().map(|k| k.1).collect();
+        let values: Vec<&str> = inc.groups.keys().map(|k| k.2.as_str()).collect();
+        let active: Vec<i64> = inc.groups.values().map(|c| c.active).collect();
+        let new: Vec<i64> = inc.groups.values().map(|c| c.new).collect();
+        let gone: Vec<i64> = inc.groups.values().map(|c| c.gone).collect();
+        tx.execute(
+            ADD_GROUPS.as_str(),
+            &[&days, &dimensions, &values, &active, &new, &gone],
+        )
+        .await?;
+    }
+    if !inc.users.is_empty() {
+        let days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
+        let buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
+        let n: Vec<i64> = inc.users.values().copied().collect();
+        tx.execute(ADD_USERS.as_str(), &[&days, &buckets, &n])
+            .await?;
+    }
+    if !inc.hours.is_empty() {
+        let hours: Vec<i64> = inc.hours.keys().copied().collect();
+        let n: Vec<i64> = inc.hours.values().copied().collect();
+        tx.execute(ADD_HOURS.as_str(), &[&hours, &n]).await?;
+    }
+    Ok(())
+}
+
+/// A row of [`SELECT_ROWS`], which lists the columns in table order.
+fn read_row(r: &tokio_postgres::Row) -> Row {
+    let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut values = Vec::with_capacity(wire::TABLE.len());
+    for (i, column) in wire::TABLE.iter().enumerate() {
+        match column {
+            Column::Uid => uid = r.get(i),
+            Column::FirstSeen => first_seen = r.get(i),
+            Column::LastUpdate => last_update = r.get(i),
+            Column::Flags => flags = i64::from(r.get::<_, i32>(i)),
+            Column::Field(f) => values.push(match f.json_type {
+                JsonType::String => r.get::<_, Option<String>>(i).map(Value::Text),
+                JsonType::Int => r.get::<_, Option<i64>>(i).map(Value::Count),
+            }),
+        }
+    }
+    Row {
+        first_seen,
+        last_update,
+        report: Report { uid, flags, values },
     }
 }

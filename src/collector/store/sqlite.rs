@@ -4,32 +4,57 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 use tokio::sync::mpsc;
 
+use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
+use crate::collector::ingest::{Report, Value};
+use crate::wire::{self, Column, JsonType};
+
 use super::{
-    drain_batch, finish_batch, unix_now, Access, Job, Row, Stats, StoreError, WriterHealth,
-    MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, DayCloser, Job, Row,
+    Stats, StoreError, Work, WriterConfig, WriterHealth, MIGRATIONS, SCHEMA_VERSION,
+    SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
-const UPSERT: &str = "INSERT INTO installations (uid, machine_id_sha256, server_guid_sha256, \
-    first_seen, last_update, usercnt_active, usercnt_contact, usercnt_equipment, \
-    usercnt_na_user, usercnt_nonactive, userplugin, osrelease, utsname, program_name, \
-    program_version, flags, usercnt_room, attachment_storage) \
-    VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
-    ON CONFLICT (uid) DO UPDATE SET machine_id_sha256 = excluded.machine_id_sha256, \
-    server_guid_sha256 = excluded.server_guid_sha256, last_update = excluded.last_update, \
-    usercnt_active = excluded.usercnt_active, usercnt_contact = excluded.usercnt_contact, \
-    usercnt_equipment = excluded.usercnt_equipment, usercnt_na_user = excluded.usercnt_na_user, \
-    usercnt_nonactive = excluded.usercnt_nonactive, userplugin = excluded.userplugin, \
-    osrelease = excluded.osrelease, utsname = excluded.utsname, \
-    program_name = excluded.program_name, program_version = excluded.program_version, \
-    flags = excluded.flags, usercnt_room = excluded.usercnt_room, \
-    attachment_storage = excluded.attachment_storage";
+/// `?1` the uid, `?2` the time, `?3` the flags, then one parameter per
+/// stored field.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let mut field = 3;
+    let values: Vec<String> = wire::TABLE
+        .iter()
+        .map(|c| match c {
+            Column::Uid => "?1".to_owned(),
+            Column::FirstSeen | Column::LastUpdate => "?2".to_owned(),
+            Column::Flags => "?3".to_owned(),
+            Column::Field(_) => {
+                field += 1;
+                format!("?{field}")
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO installations ({}) VALUES ({}) ON CONFLICT (uid) DO UPDATE SET {}",
+        columns().collect::<Vec<_>>().join(", "),
+        values.join(", "),
+        upsert_updates("excluded")
+    )
+});
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Value::Text(t) => t.to_sql(),
+            Value::Count(n) => n.to_sql(),
+        }
+    }
+}
 
 /// How often the checkpointer copies committed WAL frames back into the
 /// database file.
@@ -151,8 +176,8 @@ impl Sqlite {
 
     pub(super) fn run_writer(
         mut self,
-        mut rx: mpsc::Receiver<Job>,
-        batch_size: usize,
+        mut rx: mpsc::Receiver<Work>,
+        config: WriterConfig,
         health: &WriterHealth,
     ) {
         // A checkpoint copies the WAL into the database and fsyncs both:
@@ -178,8 +203,12 @@ impl Sqlite {
                 None
             }
         };
-        while let Some(first) = rx.blocking_recv() {
-            let jobs = drain_batch(first, &mut rx, batch_size);
+        let mut closer = DayCloser::default();
+        self.close_days_if_due(&mut closer, config.retention_days, health);
+        while let Some(work) = rx.blocking_recv() {
+            self.close_days_if_due(&mut closer, config.retention_days, health);
+            let Work::Store(first) = work else { continue };
+            let jobs = drain_batch(first, &mut rx, config.batch_size);
             health.begin_batch();
             let result = self.write_batch(&jobs).map_err(err("database write"));
             health.end_batch();
@@ -190,63 +219,173 @@ impl Sqlite {
         drop(checkpointer);
     }
 
+    /// Store the batch and count it in the history, in one transaction.
+    /// This is the only writer of the file (see `_serving`), so the row's
+    /// previous `last_update` read here is still the one the upsert
+    /// replaces.
     fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<()> {
         let now = unix_now();
         let tx = self.conn.transaction()?;
+        let mut increments = Increments::default();
         {
-            let mut stmt = tx.prepare_cached(UPSERT)?;
+            let mut previous =
+                tx.prepare_cached("SELECT last_update FROM installations WHERE uid = ?1")?;
+            let mut stmt = tx.prepare_cached(&UPSERT)?;
             for Job { report: r, .. } in jobs {
-                stmt.execute(params![
-                    r.uid,
-                    r.machine_id_sha256,
-                    r.server_guid_sha256,
-                    now,
-                    r.usercnt_active,
-                    r.usercnt_contact,
-                    r.usercnt_equipment,
-                    r.usercnt_na_user,
-                    r.usercnt_nonactive,
-                    r.userplugin,
-                    r.osrelease,
-                    r.utsname,
-                    r.program_name,
-                    r.program_version,
-                    r.flags,
-                    r.usercnt_room,
-                    r.attachment_storage,
-                ])?;
+                let last: Option<i64> =
+                    previous.query_row([&r.uid], |row| row.get(0)).optional()?;
+                increments.add_report(r, now, last.map_or(Previous::New, Previous::LastUpdate));
+                let fixed: [&dyn ToSql; 3] = [&r.uid, &now, &r.flags];
+                let values = r.values.iter().map(|v| v as &dyn ToSql);
+                stmt.execute(params_from_iter(fixed.into_iter().chain(values)))?;
             }
         }
+        add_increments(&tx, &increments)?;
         tx.commit()
+    }
+
+    fn close_days_if_due(
+        &mut self,
+        closer: &mut DayCloser,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) {
+        let now = unix_now();
+        if let Some(today) = closer.due(now) {
+            let result = self
+                .close_days(today, now, retention_days, health)
+                .map_err(err("closing the day"));
+            closer.done(today, result);
+        }
+    }
+
+    /// Close every day that ended and is not closed yet, oldest first.
+    fn close_days(
+        &mut self,
+        today: i64,
+        now: i64,
+        retention_days: u32,
+        health: &WriterHealth,
+    ) -> rusqlite::Result<()> {
+        let last_closed: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(day) FROM closed_days", [], |r| r.get(0))?;
+        for day in history::days_to_close(today, last_closed) {
+            // One transaction per retention batch, each short enough for
+            // the watchdog; the marker goes with the last one.
+            loop {
+                health.begin_batch();
+                let finished = self.close_day_step(day, now, retention_days);
+                health.end_batch();
+                if finished? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete up to one batch of rows expired when `day` closes, count them
+    /// gone on `day`, and mark the day closed once none are left. True
+    /// when the day is closed.
+    fn close_day_step(
+        &mut self,
+        day: i64,
+        now: i64,
+        retention_days: u32,
+    ) -> rusqlite::Result<bool> {
+        let tx = self.conn.transaction()?;
+        let mut expired = Vec::new();
+        if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {} FROM installations WHERE last_update < ?1 LIMIT ?2",
+                history::EXPIRED_COLUMNS
+            ))?;
+            let rows = stmt.query_map(
+                rusqlite::params![cutoff, history::RETENTION_BATCH as i64],
+                |r| {
+                    let dims = history::dims_of_row(
+                        [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?],
+                        r.get(4)?,
+                    );
+                    Ok((dims, r.get::<_, String>(5)?))
+                },
+            )?;
+            expired = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        let mut increments = Increments::default();
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM installations WHERE uid = ?1")?;
+            for (dims, uid) in &expired {
+                delete.execute([uid])?;
+                increments.add_gone(day, dims.clone());
+            }
+        }
+        add_increments(&tx, &increments)?;
+        let finished = expired.len() < history::RETENTION_BATCH;
+        if finished {
+            tx.execute(
+                "INSERT INTO closed_days (day, closed_at) VALUES (?1, ?2) \
+                 ON CONFLICT (day) DO NOTHING",
+                [day, now],
+            )?;
+        }
+        tx.commit()?;
+        if !expired.is_empty() {
+            tracing::info!(
+                "retention: deleted {} installations not seen since before day {day} closed",
+                expired.len()
+            );
+        }
+        Ok(finished)
+    }
+
+    pub fn rollup_rows(&self, from_day: i64, to_day: i64) -> Result<RollupRows, StoreError> {
+        let e = err("reading the history");
+        let mut rows = RollupRows::default();
+        let mut stmt = self.conn.prepare(history::SELECT_DAYS).map_err(&e)?;
+        rows.days = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((
+                    r.get(0)?,
+                    DayCounts {
+                        active: r.get(1)?,
+                        new: r.get(2)?,
+                        gone: r.get(3)?,
+                        reports: r.get(4)?,
+                        users_sum: r.get(5)?,
+                    },
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(history::SELECT_GROUPS).map_err(&e)?;
+        rows.groups = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(history::SELECT_USERS).map_err(&e)?;
+        rows.users = stmt
+            .query_map([from_day, to_day], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        let (from_hour, to_hour) = history::hours_of(from_day, to_day);
+        let mut stmt = self.conn.prepare(history::SELECT_HOURS).map_err(&e)?;
+        rows.hours = stmt
+            .query_map([from_hour, to_hour], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(&e)?;
+        Ok(rows)
     }
 
     pub fn rows(&self) -> Result<Vec<Row>, StoreError> {
         let e = err("reading the table");
-        let mut stmt = self.conn.prepare(SELECT_ROWS).map_err(&e)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Row {
-                    uid: r.get(0)?,
-                    machine_id_sha256: r.get(1)?,
-                    server_guid_sha256: r.get(2)?,
-                    first_seen: r.get(3)?,
-                    last_update: r.get(4)?,
-                    usercnt_active: r.get(5)?,
-                    usercnt_contact: r.get(6)?,
-                    usercnt_equipment: r.get(7)?,
-                    usercnt_na_user: r.get(8)?,
-                    usercnt_nonactive: r.get(9)?,
-                    userplugin: r.get(10)?,
-                    osrelease: r.get(11)?,
-                    utsname: r.get(12)?,
-                    program_name: r.get(13)?,
-                    program_version: r.get(14)?,
-                    flags: r.get(15)?,
-                    usercnt_room: r.get(16)?,
-                    attachment_storage: r.get(17)?,
-                })
-            })
-            .map_err(&e)?;
+        let mut stmt = self.conn.prepare(&SELECT_ROWS).map_err(&e)?;
+        let rows = stmt.query_map([], read_row).map_err(&e)?;
         rows.collect::<Result<_, _>>().map_err(&e)
     }
 
@@ -254,17 +393,20 @@ impl Sqlite {
         let e = err("computing stats");
         let (total, seen_24h, seen_7d, seen_30d, active_users_30d) = self
             .conn
-            .query_row(SELECT_TOTALS, cutoffs, |r| {
+            .query_row(SELECT_TOTALS.as_str(), cutoffs, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_VERSION).map_err(&e)?;
+        let mut stmt = self.conn.prepare(SELECT_BY_VERSION.as_str()).map_err(&e)?;
         let by_version = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(&e)?
             .collect::<Result<_, _>>()
             .map_err(&e)?;
-        let mut stmt = self.conn.prepare(SELECT_BY_OSRELEASE).map_err(&e)?;
+        let mut stmt = self
+            .conn
+            .prepare(SELECT_BY_OSRELEASE.as_str())
+            .map_err(&e)?;
         let by_osrelease = stmt
             .query_map([cutoffs[2]], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&e)?
@@ -280,6 +422,66 @@ impl Sqlite {
             by_osrelease,
         })
     }
+}
+
+/// Add a batch's counters to the rollup tables.
+fn add_increments(tx: &rusqlite::Transaction, inc: &Increments) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+        history::ADD_DAY
+    ))?;
+    for (day, c) in &inc.days {
+        stmt.execute([*day, c.active, c.new, c.gone, c.reports, c.users_sum])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+        history::ADD_GROUP
+    ))?;
+    for ((day, dimension, value), c) in &inc.groups {
+        stmt.execute(rusqlite::params![
+            day, dimension, value, c.active, c.new, c.gone
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_users (day, bucket, installations) VALUES (?1, ?2, ?3) {}",
+        history::ADD_USERS
+    ))?;
+    for ((day, bucket), n) in &inc.users {
+        stmt.execute(rusqlite::params![day, bucket, n])?;
+    }
+    let mut stmt = tx.prepare_cached(&format!(
+        "INSERT INTO rollup_hours (hour, reports) VALUES (?1, ?2) {}",
+        history::ADD_HOUR
+    ))?;
+    for (hour, n) in &inc.hours {
+        stmt.execute([hour, n])?;
+    }
+    Ok(())
+}
+
+/// A row of [`SELECT_ROWS`], which lists the columns in table order.
+fn read_row(r: &rusqlite::Row) -> rusqlite::Result<Row> {
+    let (mut uid, mut first_seen, mut last_update, mut flags) = (String::new(), 0, 0, 0);
+    let mut values = Vec::with_capacity(wire::TABLE.len());
+    for (i, column) in wire::TABLE.iter().enumerate() {
+        match column {
+            Column::Uid => uid = r.get(i)?,
+            Column::FirstSeen => first_seen = r.get(i)?,
+            Column::LastUpdate => last_update = r.get(i)?,
+            Column::Flags => flags = r.get(i)?,
+            Column::Field(f) => values.push(match f.json_type {
+                JsonType::String => r.get::<_, Option<String>>(i)?.map(Value::Text),
+                JsonType::Int => r.get::<_, Option<i64>>(i)?.map(Value::Count),
+            }),
+        }
+    }
+    Ok(Row {
+        first_seen,
+        last_update,
+        report: Report { uid, flags, values },
+    })
 }
 
 /// Take the exclusive serving lock on the database file, or say who to
@@ -353,5 +555,86 @@ impl Drop for Checkpointer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::history::summary_from;
+
+    /// An installation table from before the history gets a rollup on
+    /// its first start: active on each row's last day, new on its first.
+    #[test]
+    fn upgrade_backfills_the_history_from_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 INSERT INTO installations (uid, first_seen, last_update, flags,
+                     program_version, usercnt_active)
+                 VALUES ('a', 86400, 3 * 86400 + 5, 2, '1.0', 5),
+                        ('b', 3 * 86400, 3 * 86400, 4, '2.0', NULL),
+                        ('c', 86400 + 7, 4 * 86400, 1, NULL, 3000000000);",
+            )
+            .unwrap();
+        }
+        let db = Sqlite::open(&path, Access::Serve).unwrap();
+        let s = summary_from(db.rollup_rows(0, 10).unwrap(), 0, 10, 0);
+        let daily: Vec<_> = s.daily.iter().map(|d| (d.day, d.active, d.new)).collect();
+        assert_eq!(daily, [(1, 0, 2), (3, 2, 1), (4, 1, 0)]);
+        let versions = &s.by["program_version"];
+        assert_eq!(versions[0].day, 3);
+        assert_eq!(
+            versions[0].groups,
+            [("1.0".into(), 1), ("2.0".into(), 1)].into()
+        );
+        assert_eq!(versions[1].groups, [(history::UNKNOWN.into(), 1)].into());
+        let schemes = &s.by["id_scheme"];
+        assert_eq!(
+            schemes[1].groups,
+            [(history::UPSTREAM_SCHEME.into(), 1)].into()
+        );
+        assert_eq!(s.users[0].sum, 5);
+        assert_eq!(s.users[0].histogram[3], 1);
+        assert_eq!(s.users[1].histogram[32], 1);
+        assert_eq!(s.users[0].histogram.iter().sum::<u64>(), 1);
+    }
+
+    /// Adding a field to the wire table without a migration (or a
+    /// migration without the table entry) breaks this, not production.
+    #[test]
+    fn migrated_schema_has_exactly_the_columns_wire_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db"), Access::Serve).unwrap();
+        let mut stmt = db
+            .conn
+            .prepare("SELECT name, type FROM pragma_table_info('installations') ORDER BY cid")
+            .unwrap();
+        let schema: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let wanted: Vec<(String, String)> = wire::TABLE
+            .iter()
+            .map(|c| {
+                let sql_type = match c {
+                    Column::Uid => "TEXT",
+                    Column::FirstSeen | Column::LastUpdate => "BIGINT",
+                    Column::Flags => "INTEGER",
+                    Column::Field(f) => match f.json_type {
+                        JsonType::String => "TEXT",
+                        JsonType::Int => "BIGINT",
+                    },
+                };
+                (c.name().to_owned(), sql_type.to_owned())
+            })
+            .collect();
+        assert_eq!(schema, wanted);
     }
 }

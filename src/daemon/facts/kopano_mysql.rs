@@ -22,6 +22,7 @@ use super::sources::SourceFacts;
 use crate::daemon::payload::FactValue;
 use crate::daemon::settings::{MysqlSettings, Settings};
 use crate::privacy::RawId;
+use crate::wire;
 
 /// kopano-server's own count (ECUserManagement): objects with an external
 /// id whose class is of the user type (upper 16 bits 0x0001), per class.
@@ -42,12 +43,12 @@ const NONACTIVE_CONTACT: i64 = 0x10005;
 
 /// The payload fields this source fills with counts.
 pub const COUNT_FIELDS: [&str; 6] = [
-    "usercnt_active",
-    "usercnt_nonactive",
-    "usercnt_na_user",
-    "usercnt_room",
-    "usercnt_equipment",
-    "usercnt_contact",
+    wire::USERCNT_ACTIVE.name,
+    wire::USERCNT_NONACTIVE.name,
+    wire::USERCNT_NA_USER.name,
+    wire::USERCNT_ROOM.name,
+    wire::USERCNT_EQUIPMENT.name,
+    wire::USERCNT_CONTACT.name,
 ];
 
 /// The unix sockets that the MySQL and MariaDB client libraries (which
@@ -160,12 +161,12 @@ impl UserCounts {
     /// The payload fields, named as in [`COUNT_FIELDS`].
     pub fn fields(&self) -> [(&'static str, u64); 6] {
         [
-            ("usercnt_active", self.active),
-            ("usercnt_nonactive", self.nonactive()),
-            ("usercnt_na_user", self.na_user),
-            ("usercnt_room", self.room),
-            ("usercnt_equipment", self.equipment),
-            ("usercnt_contact", self.contact),
+            (wire::USERCNT_ACTIVE.name, self.active),
+            (wire::USERCNT_NONACTIVE.name, self.nonactive()),
+            (wire::USERCNT_NA_USER.name, self.na_user),
+            (wire::USERCNT_ROOM.name, self.room),
+            (wire::USERCNT_EQUIPMENT.name, self.equipment),
+            (wire::USERCNT_CONTACT.name, self.contact),
         ]
     }
 }
@@ -473,12 +474,12 @@ mod tests {
         assert_eq!(
             counts.fields(),
             [
-                ("usercnt_active", 7),
-                ("usercnt_nonactive", 6),
-                ("usercnt_na_user", 3),
-                ("usercnt_room", 2),
-                ("usercnt_equipment", 1),
-                ("usercnt_contact", 5),
+                (wire::USERCNT_ACTIVE.name, 7),
+                (wire::USERCNT_NONACTIVE.name, 6),
+                (wire::USERCNT_NA_USER.name, 3),
+                (wire::USERCNT_ROOM.name, 2),
+                (wire::USERCNT_EQUIPMENT.name, 1),
+                (wire::USERCNT_CONTACT.name, 5),
             ]
         );
         let names: Vec<&str> = counts.fields().iter().map(|(name, _)| *name).collect();

@@ -2,7 +2,7 @@
 //! rendering and its round trip, and real Kopano server.cfg files.
 
 use super::*;
-use crate::daemon::payload::FIELD_NAMES;
+use crate::wire::SURVEYD_FIELD_NAMES as FIELD_NAMES;
 use std::fs;
 
 fn no_env(_: &str) -> Option<String> {

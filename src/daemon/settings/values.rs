@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::daemon::payload::FIELD_NAMES;
 use crate::privacy::IdScheme;
+use crate::wire::SURVEYD_FIELD_NAMES as FIELD_NAMES;
 
 /// Where reports go when nothing is configured (upstream's default).
 /// Longest value accepted for any key surveyd reads. The longest sensible

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::BodyExt;
@@ -23,9 +22,9 @@ impl SummarySource for OneDay {
         &self,
         from_day: i64,
         to_day: i64,
-    ) -> Pin<Box<dyn Future<Output = Result<Summary, StoreError>> + Send + '_>> {
+    ) -> impl Future<Output = Result<Summary, StoreError>> + Send {
         self.loads.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
+        async move {
             let groups = BTreeMap::from([("8.7.30".to_owned(), 40), ("0.0.1-rare".to_owned(), 2)]);
             Ok(Summary {
                 generated_at: 1_764_633_600,
@@ -47,7 +46,7 @@ impl SummarySource for OneDay {
                 )]),
                 ..Summary::default()
             })
-        })
+        }
     }
 }
 
