@@ -32,13 +32,12 @@ const FIGURES: [&str; 6] = [
     "reports",
 ];
 
-/// A seeded installed base: 2,000 installations over 90 days, arriving
-/// over the first 60, upgrading through three versions, about one in ten
-/// leaving; every active one reports every hour, except during a
-/// three-hour outage on day 70.
-fn seeded_summary(last_day: i64) -> Summary {
-    const DAYS: i64 = 90;
-    let first_day = last_day - DAYS + 1;
+/// A seeded installed base: 2,000 installations over `days` days (90 in
+/// the brief), arriving over the first 60, upgrading through three
+/// versions, about one in ten leaving; every active one reports every
+/// hour, except during a three-hour outage on day 70.
+fn seeded_summary(last_day: i64, days: i64) -> Summary {
+    let first_day = last_day - days + 1;
     let mut rng = StdRng::seed_from_u64(12);
     let os = [
         ("Debian GNU/Linux 12 (bookworm)", 45),
@@ -285,7 +284,8 @@ fn data_marks(svg: &str) -> usize {
 }
 
 /// Everything the browser must show for a page of the seeded base.
-fn check_rendered(url: &str, page_bytes: usize, shot_name: &str) {
+/// `least`: the data marks each chart must have at least.
+fn check_rendered(url: &str, page_bytes: usize, shot_name: &str, least: [(&str, usize); 6]) {
     assert!(
         page_bytes < PAGE_BUDGET,
         "page weighs {page_bytes} bytes, budget {PAGE_BUDGET}"
@@ -299,16 +299,7 @@ fn check_rendered(url: &str, page_bytes: usize, shot_name: &str) {
     for id in FIGURES {
         marks.insert(id, data_marks(figure_svg(&dom, id)));
     }
-    // Three versions stacked; two bars a week; five OS releases, three
-    // plugins; several user buckets; one line.
-    let least = BTreeMap::from([
-        ("versions", 3),
-        ("new-gone", 2 * 12),
-        ("osrelease", 5),
-        ("userplugin", 3),
-        ("users", 5),
-        ("reports", 1),
-    ]);
+    let least = BTreeMap::from(least);
     for (id, n) in &marks {
         assert!(
             *n >= least[id],
@@ -342,7 +333,7 @@ fn seeded_page_renders_in_chromium_with_every_chart_and_no_errors() {
     if !chromium_available() {
         return;
     }
-    let summary = seeded_summary(20_424);
+    let summary = seeded_summary(20_424, 90);
     let page = dashboard::render(&summary, Range::Days30).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dashboard.html");
@@ -351,5 +342,363 @@ fn seeded_page_renders_in_chromium_with_every_chart_and_no_errors() {
         &format!("file://{}", file.display()),
         page.len(),
         "dashboard-seeded",
+        // Three versions stacked; two bars a week; five OS releases,
+        // three plugins; several user buckets; one line.
+        [
+            ("versions", 3),
+            ("new-gone", 2 * 12),
+            ("osrelease", 5),
+            ("userplugin", 3),
+            ("users", 5),
+            ("reports", 1),
+        ],
+    );
+}
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+const SUMMARY_PATH: &str = "/api/stats/v1/summary.json";
+const SEED_DAYS: i64 = 14;
+const SEED_INSTALLATIONS: usize = 2000;
+/// Installations of a version too rare to publish under its name.
+const RARE: usize = 3;
+const RARE_VERSION: &str = "7.2.6-rare";
+
+/// The collector's clock, moved by rewriting libfaketime's timestamp file
+/// (read again on every call: FAKETIME_NO_CACHE). The monotonic clock
+/// stays real, so the collector's timers behave.
+struct Clock {
+    file: PathBuf,
+}
+
+impl Clock {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", FAKETIME.to_owned()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ]
+    }
+
+    fn set(&self, unix_secs: i64) {
+        let t = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(unix_secs as u64),
+        )
+        .to_string();
+        // libfaketime's absolute form: "YYYY-MM-DD hh:mm:ss".
+        let text = format!("{} {}\n", &t[..10], &t[11..19]);
+        let tmp = self.file.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.file).unwrap();
+    }
+}
+
+/// What installation `i` reports on day `d` of the seed, if it reports.
+fn seed_report(i: usize, d: i64) -> Option<String> {
+    let joined = (i % 7) as i64;
+    // Each reports on about two days of three once it has joined.
+    if d < joined || (i as i64 * 7 + d) % 3 == 0 {
+        return None;
+    }
+    let version = if i < RARE {
+        RARE_VERSION
+    } else if d < 3 + (i % 5) as i64 {
+        "8.7.25"
+    } else if d < 8 + (i % 6) as i64 {
+        "8.7.30"
+    } else {
+        "9.0.2"
+    };
+    let os = [
+        "Debian GNU/Linux 12 (bookworm)",
+        "Ubuntu 22.04.4 LTS",
+        "Ubuntu 24.04.1 LTS",
+        "Rocky Linux 9.4 (Blue Onyx)",
+        "openSUSE Leap 15.6",
+    ][i % 5];
+    let plugin = ["db", "ldap", "db", "ldap", "unix"][i % 5 * 7 % 5];
+    let machine = common::sha256_hex(format!("machine {i}"));
+    let guid = common::sha256_hex(format!("guid {i}"));
+    let users = (1i64 << (i % 11)) + (i % 3) as i64;
+    let mut body: serde_json::Value = serde_json::from_str(&common::surveyd_payload(
+        "sha256", &machine, &guid, version, users,
+    ))
+    .unwrap();
+    body["stats"]["osrelease"]["value"] = os.into();
+    body["stats"]["userplugin"]["value"] = plugin.into();
+    Some(body.to_string())
+}
+
+/// The address of the admin listener, from the collector's log, where it
+/// follows the public one; waits (bounded) for the line.
+fn admin_addr(collector: &common::Collector) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let text = String::from_utf8_lossy(&collector.output()).into_owned();
+        if let Some(rest) = text.split("admin listener on ").nth(1) {
+            return rest.split(": ").next().unwrap().parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no admin listener in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> common::Response {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    common::http_exchange(stream, "GET", path, headers, b"")
+}
+
+/// Posts `body` as a client would, again after a 503. Under libfaketime
+/// the collector's SQLite writer sometimes answers "database is locked"
+/// while its checkpointer holds the lock (the stopped clock apparently
+/// cuts SQLite's busy wait short); a real client retries such a 503.
+fn post_until_stored(collector: &common::Collector, body: &str) {
+    for _ in 0..100 {
+        let r = collector.post(body);
+        match r.status {
+            204 => return,
+            503 => continue,
+            _ => panic!("{r:?}"),
+        }
+    }
+    panic!(
+        "a report was refused 100 times:\n{}",
+        String::from_utf8_lossy(&collector.output())
+    );
+}
+
+/// Seeds SEED_DAYS days of reports through the real endpoint, the clock
+/// moved to each hour in turn; returns the first day.
+fn seed(collector: &common::Collector, clock: &Clock, last_day: i64) -> i64 {
+    let first = last_day - SEED_DAYS + 1;
+    for d in 0..SEED_DAYS {
+        let bodies: Vec<String> = (0..SEED_INSTALLATIONS)
+            .filter_map(|i| seed_report(i, d))
+            .collect();
+        // Four reporting hours a day, busiest in the morning.
+        for (hour, share) in bodies.chunks(bodies.len().div_ceil(4)).enumerate() {
+            clock.set((first + d) * 86_400 + (8 + 2 * hour as i64) * 3600);
+            std::thread::scope(|s| {
+                for part in share.chunks(share.len().div_ceil(8)) {
+                    s.spawn(move || {
+                        for body in part {
+                            post_until_stored(collector, body);
+                        }
+                    });
+                }
+            });
+        }
+    }
+    first
+}
+
+fn faketime_available() -> bool {
+    if Path::new(FAKETIME).exists() {
+        return true;
+    }
+    common::skip("no libfaketime (apt-get install faketime)");
+    false
+}
+
+#[test]
+fn real_collector_serves_the_dashboard_on_admin_only_and_a_folded_summary_publicly() {
+    if !chromium_available() || !faketime_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock {
+        file: dir.path().join("faketime"),
+    };
+    let last_day = 20_424; // 2025-12-02
+    clock.set((last_day - SEED_DAYS + 1) * 86_400 + 3600);
+    let backend = common::Backend::sqlite();
+    let collector = common::Collector::start_with(
+        &backend,
+        common::Options {
+            extra: "[rate_limit]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            env: clock.env(),
+            nofile: None,
+        },
+    );
+    let first = seed(&collector, &clock, last_day);
+    clock.set(last_day * 86_400 + 23 * 3600);
+    let admin = admin_addr(&collector);
+
+    // The public port: never the dashboard, the summary folded.
+    assert_eq!(get(collector.addr, "/", &[]).status, 404);
+    let public = get(collector.addr, SUMMARY_PATH, &[]);
+    assert_eq!(public.status, 200, "{}", public.body);
+    let summary: serde_json::Value = serde_json::from_str(&public.body).unwrap();
+    assert!(
+        !public.body.contains(RARE_VERSION),
+        "a version of {RARE} published"
+    );
+    for (dimension, days) in summary["by"].as_object().unwrap() {
+        for day in days.as_array().unwrap() {
+            for (value, n) in day["groups"].as_object().unwrap() {
+                assert!(
+                    value == "other" || n.as_u64().unwrap() >= 10,
+                    "{dimension} {value} = {n} published"
+                );
+            }
+        }
+    }
+    let days: Vec<&str> = summary["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["active"].as_u64() > Some(0))
+        .map(|d| d["day"].as_str().unwrap())
+        .collect();
+    assert_eq!(days.len(), SEED_DAYS as usize, "{days:?}");
+    assert_eq!(
+        *days[0],
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(first as u64 * 86_400)
+        )
+        .to_string()[..10],
+        "the first seeded day"
+    );
+
+    // export prints the same series.
+    let out = common::outside_systemd(&mut Command::new(common::BIN))
+        .arg("-c")
+        .arg(&collector.config_path)
+        .arg("export")
+        .envs(clock.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["daily", "by", "users", "reports_per_hour"] {
+        assert_eq!(
+            exported[key], summary[key],
+            "export and summary.json differ in {key}"
+        );
+    }
+
+    // The admin listener: the whole page, unfolded, in a real browser.
+    let page = get(admin, "/", &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(RARE_VERSION),
+        "the admin sees every version"
+    );
+    assert!(page
+        .headers
+        .to_ascii_lowercase()
+        .contains("content-security-policy: default-src 'none'"));
+    check_rendered(
+        &format!("http://{admin}/"),
+        page.body.len(),
+        "dashboard",
+        [
+            ("versions", 3),
+            ("new-gone", 2 * 2),
+            ("osrelease", 5),
+            ("userplugin", 3),
+            ("users", 5),
+            ("reports", 1),
+        ],
+    );
+    eprintln!("dashboard page weight: {} bytes", page.body.len());
+
+    let (status, _) = collector.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn admin_listener_with_a_token_refuses_requests_without_it() {
+    let token = "f00dfeedf00dfeedf00dfeedf00dfeed";
+    let backend = common::Backend::sqlite();
+    let collector = common::Collector::start_with(
+        &backend,
+        common::Options {
+            extra: &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n"),
+            ..common::Options::default()
+        },
+    );
+    let admin = admin_addr(&collector);
+    for auth in [
+        None,
+        Some("Bearer f00dfeedf00dfeedf00dfeedf00dfeee".to_owned()),
+    ] {
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        for path in ["/", SUMMARY_PATH] {
+            let r = get(admin, path, &headers);
+            assert_eq!(r.status, 401, "{path} {auth:?}");
+            assert!(r
+                .headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"));
+        }
+    }
+    let bearer = format!("Bearer {token}");
+    let r = get(admin, "/", &[("Authorization", &bearer)]);
+    assert_eq!(
+        r.status,
+        200,
+        "{}{}",
+        r.body,
+        String::from_utf8_lossy(&collector.output())
+    );
+    // Reports are not taken on the admin listener.
+    let stream = std::net::TcpStream::connect(admin).unwrap();
+    let r = common::http_exchange(
+        stream,
+        "POST",
+        "/api/stats/v1/submit",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_eq!(r.status, 404);
+    let (status, out) = collector.stop();
+    assert!(status.success());
+    assert!(
+        !String::from_utf8_lossy(&out).contains(token),
+        "the token was logged"
+    );
+}
+
+#[test]
+fn admin_listener_off_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::Backend::sqlite();
+    let config = common::write_config(dir.path(), &backend, "[admin]\nlisten = \"0.0.0.0:0\"\n");
+    for args in [&["serve"][..], &["check-config"][..]] {
+        let out = common::run_cli(&config, args);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("admin.token"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn two_years_of_history_stay_under_the_page_budget() {
+    let summary = seeded_summary(20_424, 730);
+    let started = std::time::Instant::now();
+    let page = dashboard::render(&summary, Range::All).unwrap();
+    // A figure for the report, not a check: timing depends on the machine.
+    eprintln!(
+        "730 days: page {} bytes, rendered in {:?} (debug build)",
+        page.len(),
+        started.elapsed()
+    );
+    assert!(
+        page.len() < PAGE_BUDGET,
+        "{} bytes for two years, budget {PAGE_BUDGET}",
+        page.len()
     );
 }

@@ -137,8 +137,7 @@ pub fn stacked_days(
     })
 }
 
-/// Pairs of bars per period: `names` label them, `periods` name the x
-/// positions.
+/// Pairs of bars per period, side by side: `periods` name the x positions.
 pub fn paired_bars(
     periods: &[String],
     first: &Series,
@@ -164,23 +163,34 @@ pub fn paired_bars(
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(56)
-            .build_cartesian_2d(0f64..n as f64, 0..y_top)?;
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0..y_top)?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT)
             .bold_line_style(GRID)
             .disable_x_mesh()
-            .x_labels(n.min(8))
+            .x_labels(n)
             .y_labels(6)
-            .x_label_formatter(&|x| periods.get(x.floor() as usize).cloned().unwrap_or_default())
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => periods.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
             .y_desc(y_desc)
             .label_style(font(13))
             .axis_desc_style(font(13))
             .draw()?;
-        for (series, offset) in [(first, 0.1), (second, 0.5)] {
+        // Each period's slot: a tenth free on either side, the first
+        // series in the left half of the rest, the second in the right.
+        let slot = chart.plotting_area().dim_in_pixel().0 / n as u32;
+        let (edge, middle) = (slot / 10, slot / 2);
+        for (series, left, right) in [(first, edge, middle), (second, middle, edge)] {
             chart.draw_series(series.values.iter().enumerate().map(|(i, &v)| {
-                let x = i as f64 + offset;
-                Rectangle::new([(x, 0), (x + 0.4, v)], series.color.filled())
+                let mut bar = Rectangle::new(
+                    [(SegmentValue::Exact(i), 0), (SegmentValue::Exact(i + 1), v)],
+                    series.color.filled(),
+                );
+                bar.set_margin(0, 0, left, right);
+                bar
             }))?;
         }
         Ok(())
