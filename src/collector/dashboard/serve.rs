@@ -30,8 +30,8 @@ use crate::collector::summary::{day_of, now, Range, Summary, SummarySource};
 pub const SUMMARY_PATH: &str = "/api/stats/v1/summary.json";
 /// A summary this fresh is served again instead of asking the database.
 const CACHE_FOR: Duration = Duration::from_secs(60);
-/// A rollup query that takes longer is answered 503; the next request
-/// tries again.
+/// A request that has not got its summary by then (waiting for another
+/// request's query included) is answered 503; a later one tries again.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the page may load and run: its own inline style, nothing else.
 const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
@@ -167,7 +167,14 @@ impl Pages {
         let Some(range) = range_of(uri) else {
             return plain(StatusCode::BAD_REQUEST, "range must be one of 30d, 1y, all");
         };
-        let summary = match self.summary(range).await {
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.summary(range))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no summary within {LOAD_TIMEOUT:?} (the rollup query is slow or hung)"
+                ))
+            });
+        let summary = match loaded {
             Ok(s) => s,
             Err(why) => {
                 tracing::warn!("summary for {} not available: {why}", range.name());
@@ -237,9 +244,10 @@ impl Pages {
             }
         }
         let (from, to) = range.days(day_of(now() as i64));
-        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.source.load(from, to))
+        let loaded = self
+            .source
+            .load(from, to)
             .await
-            .map_err(|_| format!("the rollup query took longer than {LOAD_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
         let loaded = Arc::new(loaded);
         cache.insert(range.name(), (Instant::now(), loaded.clone()));

@@ -171,3 +171,27 @@ async fn repeated_requests_are_served_from_one_load_per_range() {
     .await;
     assert_eq!(source.loads.load(Ordering::SeqCst), 2);
 }
+
+/// A rollup whose query never returns (a hung database).
+struct Hung;
+
+impl SummarySource for Hung {
+    fn load_summary(
+        &self,
+        _from_day: i64,
+        _to_day: i64,
+    ) -> impl Future<Output = Result<Summary, StoreError>> + Send {
+        std::future::pending()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_rollup_query_is_answered_503_in_bounded_time_for_every_waiter() {
+    let pages = Pages::new(Arc::new(Hung), 10, None);
+    let one = get(&pages, Listener::Public, SUMMARY_PATH, None);
+    let two = get(&pages, Listener::Admin, "/", None);
+    let ((s1, h1, _), (s2, _, _)) = tokio::join!(one, two);
+    assert_eq!(s1, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s2, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h1[hyper::header::RETRY_AFTER], "30");
+}
