@@ -80,7 +80,13 @@ pub fn render(summary: &Summary, range: Range) -> Result<String, ChartError> {
         page,
         "</nav><p class=\"facts\">{} to {}: <b>{}</b> installations active on the last day; \
          generated {}</p></header><main>",
-        day_text(summary.from_day),
+        // "all" starts in 1970: name the first day with data instead.
+        day_text(
+            summary
+                .daily
+                .first()
+                .map_or(summary.from_day, |d| d.day.max(summary.from_day))
+        ),
         day_text(summary.to_day),
         latest.map_or(0, |d| d.active),
         time_text(summary.generated_at as i64)
