@@ -240,8 +240,9 @@ impl Config {
             return Err("database: must be a file path or a postgres:// URL".into());
         }
         if let Database::Postgres(u) = self.database() {
-            u.parse::<tokio_postgres::Config>()
-                .map_err(|e| format!("database: not a valid PostgreSQL URL: {e}"))?;
+            // Also reads sslrootcert, so a missing CA file is a
+            // configuration error, not a failed start.
+            super::store::tls::target(&u).map_err(|e| format!("database: {e}"))?;
         }
         if !self.path.starts_with('/') || self.path.contains(['?', '#', ' ']) {
             return Err(format!(

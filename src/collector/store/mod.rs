@@ -9,6 +9,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};

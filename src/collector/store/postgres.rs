@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
+use super::tls::{self, Target};
 use super::{
     columns, drain_batch, finish_batch, unix_now, upsert_updates, Access, DayCloser, Job, Row,
     Stats, StoreError, Work, WriterConfig, WriterHealth, MIGRATIONS, SCHEMA_VERSION,
@@ -121,7 +122,8 @@ const MIGRATION_LOCK: i64 = 0x7375_7276_6579_6401; // "surveyd\x01"
 const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct Postgres {
-    url: String,
+    /// Boxed: the parsed URL and TLS client are large and rarely used.
+    target: Box<Target>,
     client: Client,
     /// The upsert, prepared once per connection.
     upsert: Option<Statement>,
@@ -131,8 +133,12 @@ fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| StoreError::new(context, e)
 }
 
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let (client, connection) = target
+        .config
+        .connect(target.connector.clone())
+        .await
+        .map_err(|e| connect_error(target, e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection closed: {e}");
@@ -141,13 +147,38 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// What failed, with what to do when it was the server's certificate.
+fn connect_error(target: &Target, e: tokio_postgres::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    if text.contains("invalid peer certificate") {
+        let hint = match target.mode {
+            tls::Mode::Prefer => {
+                "the server offers TLS with a certificate the system's CA store does not \
+                 vouch for: give its CA with sslrootcert=PATH in the database URL \
+                 (or sslmode=disable to connect in plaintext)"
+            }
+            _ => {
+                "the server's certificate does not verify against sslrootcert (or the \
+                 system's CA store): give the CA that signed it with sslrootcert=PATH, or \
+                 check the host name in the URL (sslmode=verify-ca skips the name)"
+            }
+        };
+        text = format!("{text}; {hint}");
+    }
+    StoreError(format!("connecting to PostgreSQL: {text}"))
+}
+
 impl Postgres {
     pub async fn open(url: &str, access: Access) -> Result<Postgres, StoreError> {
-        let client = connect(url)
-            .await
-            .map_err(err("connecting to PostgreSQL"))?;
+        let target = tls::target(url).map_err(|e| StoreError(format!("database URL: {e}")))?;
+        let client = connect(&target).await?;
         let mut db = Postgres {
-            url: url.to_owned(),
+            target: Box::new(target),
             client,
             upsert: None,
         };
@@ -250,7 +281,7 @@ impl Postgres {
         if last_failure.is_some_and(|t| t.elapsed() < RECONNECT_BACKOFF) {
             return Err(StoreError("PostgreSQL is unreachable".into()));
         }
-        match connect(&self.url).await {
+        match connect(&self.target).await {
             Ok(client) => {
                 tracing::info!("reconnected to PostgreSQL");
                 self.client = client;
@@ -260,7 +291,7 @@ impl Postgres {
             }
             Err(e) => {
                 *last_failure = Some(Instant::now());
-                Err(StoreError::new("reconnecting to PostgreSQL", e))
+                Err(StoreError(format!("re{}", e.0)))
             }
         }
     }

@@ -225,7 +225,13 @@ impl Sqlite {
     /// replaces.
     fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<()> {
         let now = unix_now();
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the transaction reads before it writes, and a read
+        // transaction that must then wait for the checkpointer to become a
+        // writer fails at once (SQLite cannot wait there without risking a
+        // deadlock); taking the write lock first waits in busy_timeout.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut increments = Increments::default();
         {
             let mut previous =
@@ -294,7 +300,10 @@ impl Sqlite {
         now: i64,
         retention_days: u32,
     ) -> rusqlite::Result<bool> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE for the reason given in `write_batch`.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut expired = Vec::new();
         if let Some(cutoff) = history::retention_cutoff(day, retention_days) {
             let mut stmt = tx.prepare_cached(&format!(
