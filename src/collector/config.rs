@@ -50,7 +50,29 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Groups of fewer installations are published as "other" (summary.json,
+    /// export).
+    #[serde(default = "default_min_group")]
+    pub min_group: u64,
+    /// The dashboard's listener; none without the section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminConfig>,
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// A bearer token every admin request must carry; required when
+    /// `listen` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Shortest accepted admin token: guessing 16 random characters over the
+/// network is out of reach, and a shorter one is likely a placeholder.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +123,12 @@ fn default_max_connections_per_source() -> usize {
 // so that is tens of thousands of them in flight.
 fn default_max_body_memory_bytes() -> usize {
     32 * 1024 * 1024
+}
+fn default_min_group() -> u64 {
+    crate::collector::summary::DEFAULT_MIN_GROUP
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
 }
 fn default_batch_size() -> usize {
     512
@@ -273,6 +301,12 @@ impl Config {
         if let Some(tls) = &self.tls {
             tls.server_config()?;
         }
+        if self.min_group == 0 {
+            return Err("min_group: must be at least 1".into());
+        }
+        if let Some(admin) = &self.admin {
+            admin.check()?;
+        }
         Ok(())
     }
 
@@ -289,9 +323,13 @@ impl Config {
         Database::parse(&self.database)
     }
 
-    /// The effective configuration as TOML, with a database password masked.
+    /// The effective configuration as TOML, with a database password and
+    /// the admin token masked.
     pub fn effective_toml(&self) -> String {
         let mut shown = self.clone();
+        if let Some(token) = shown.admin.as_mut().and_then(|a| a.token.as_mut()) {
+            *token = "***".into();
+        }
         shown.database = match self.database() {
             Database::Sqlite(p) => p.display().to_string(),
             db @ Database::Postgres(_) => db.display(),
@@ -317,6 +355,37 @@ fn key_at(text: &str, before: &str) -> Option<String> {
         Some(t) => format!("{}.{key}", t.trim()),
         None => key.to_owned(),
     })
+}
+
+impl AdminConfig {
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "admin.listen: {:?} is not an IP:port address (e.g. \"127.0.0.1:8081\")",
+                self.listen
+            )
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let addr = self.listen_addr()?;
+        match &self.token {
+            Some(token) if token.chars().count() < MIN_TOKEN_CHARS => Err(format!(
+                "admin.token: must be at least {MIN_TOKEN_CHARS} characters \
+                 (e.g. the output of `openssl rand -hex 32`)"
+            )),
+            Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(
+                "admin.token: must be printable ASCII without spaces (it travels in a header)"
+                    .into(),
+            ),
+            None if !addr.ip().is_loopback() => Err(format!(
+                "admin.token: required because admin.listen = {:?} is reachable from other \
+                 hosts; set a token (e.g. `openssl rand -hex 32`) or listen on loopback",
+                self.listen
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl TlsConfig {
@@ -391,6 +460,24 @@ mod tests {
     }
 
     #[test]
+    fn admin_listener_is_loopback_by_default_and_needs_a_token_elsewhere() {
+        assert_eq!(Config::from_toml("").unwrap().admin, None);
+        let c = Config::from_toml("[admin]\n").unwrap();
+        assert_eq!(c.admin.unwrap().listen, "127.0.0.1:8081");
+        let token = "0123456789abcdef0123";
+        let c = Config::from_toml(&format!(
+            "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"{token}\"\n"
+        ))
+        .unwrap();
+        assert!(
+            !c.effective_toml().contains(token),
+            "{}",
+            c.effective_toml()
+        );
+        assert_eq!(c.min_group, 10);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (text, key) in [
             ("listen = \"localhost\"", "listen"),
@@ -408,6 +495,15 @@ mod tests {
                 "max_connections_per_source",
             ),
             ("max_body_memory_bytes = 2048", "max_body_memory_bytes"),
+            ("min_group = 0", "min_group"),
+            ("[admin]\nlisten = \"0.0.0.0:8081\"", "admin.token"),
+            ("[admin]\nlisten = \"[::]:8081\"", "admin.token"),
+            ("[admin]\ntoken = \"short\"", "admin.token"),
+            (
+                "[admin]\ntoken = \"has a space in it, sixteen+\"",
+                "admin.token",
+            ),
+            ("[admin]\nlisten = \"localhost:8081\"", "admin.listen"),
         ] {
             let e = Config::from_toml(text).unwrap_err();
             assert!(e.starts_with(key), "{text}: {e}");

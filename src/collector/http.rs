@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, STANDARD_PATH};
+use super::dashboard::serve::{Listener, Pages};
 use super::ingest::{is_lower_hex64, parse_report, Rejection};
 use super::limits::{BodyBudget, ConnectionCaps, Connections, Shed, Slot};
 use super::ratelimit::RateLimiter;
@@ -102,6 +103,8 @@ pub struct Ingest {
     pub stored: AtomicU64,
     pub deleted: AtomicU64,
     pub refused: AtomicU64,
+    /// The dashboard and summary.json, when the service serves them.
+    pub pages: Option<Arc<Pages>>,
 }
 
 impl Ingest {
@@ -122,6 +125,7 @@ impl Ingest {
             stored: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            pages: None,
         }
     }
 
@@ -149,9 +153,11 @@ impl Ingest {
 }
 
 /// Accept connections until `shutdown` turns true, then give open ones
-/// [`DRAIN_TIMEOUT`] to finish their current request.
+/// [`DRAIN_TIMEOUT`] to finish their current request. Both listeners share
+/// the caps and the rate limit; `which` says what this one serves.
 pub async fn accept_loop(
     listener: TcpListener,
+    which: Listener,
     ingest: Arc<Ingest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -170,10 +176,14 @@ pub async fn accept_loop(
                     match ingest.connections.admit(peer.ip(), caps) {
                         Ok(slot) => {
                             let _ = stream.set_nodelay(true);
+                            // The admin listener speaks plain HTTP on
+                            // loopback or behind the vendor's own proxy.
+                            let tls = tls.filter(|_| which == Listener::Public);
                             connections.spawn(serve_connection(
                                 stream,
                                 slot,
                                 tls,
+                                which,
                                 ingest.clone(),
                                 peer.ip(),
                                 shutdown.clone(),
@@ -229,15 +239,18 @@ async fn serve_connection(
     stream: TcpStream,
     _slot: Slot,
     tls: Option<TlsAcceptor>,
+    which: Listener,
     ingest: Arc<Ingest>,
     peer: IpAddr,
     shutdown: watch::Receiver<bool>,
 ) {
     match tls {
-        None => serve_http(TokioIo::new(stream), ingest, peer, shutdown).await,
+        None => serve_http(TokioIo::new(stream), which, ingest, peer, shutdown).await,
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_http(TokioIo::new(stream), ingest, peer, shutdown).await,
+                Ok(Ok(stream)) => {
+                    serve_http(TokioIo::new(stream), which, ingest, peer, shutdown).await
+                }
                 // A failed handshake is the client's problem and says
                 // nothing the vendor could act on.
                 Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
@@ -249,13 +262,14 @@ async fn serve_connection(
 
 async fn serve_http<I>(
     io: I,
+    which: Listener,
     ingest: Arc<Ingest>,
     peer: IpAddr,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(ingest.clone(), peer, req));
+    let service = service_fn(move |req| handle(ingest.clone(), which, peer, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -298,11 +312,15 @@ fn text(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
 
 async fn handle(
     ingest: Arc<Ingest>,
+    which: Listener,
     peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     // The peer address stays out of the log: addresses are never recorded.
     tracing::debug!("request {} {}", req.method(), req.uri().path());
+    if Pages::serves(which, req.uri().path()) {
+        return Ok(respond_page(&ingest, which, peer, req).await);
+    }
     let limits = ingest.limits.read().expect("limits lock").clone();
     let path = req.uri().path();
     let route = if limits.paths.iter().any(|p| p == path) {
@@ -323,6 +341,41 @@ async fn handle(
     };
     counter.fetch_add(1, Ordering::Relaxed);
     Ok(resp)
+}
+
+/// The dashboard and summary.json, rate limited like reports; the body of
+/// such a request is never read.
+async fn respond_page(
+    ingest: &Ingest,
+    which: Listener,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let Some(pages) = &ingest.pages else {
+        return early(StatusCode::NOT_FOUND, "not found");
+    };
+    let limits = ingest.limits.read().expect("limits lock").clone();
+    if let Some(resp) = rate_limited(&limits, peer) {
+        return resp;
+    }
+    let mut resp = pages
+        .respond(which, req.method(), req.uri(), req.headers())
+        .await;
+    if req.headers().contains_key(CONTENT_LENGTH) || req.headers().contains_key(TRANSFER_ENCODING) {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// 429 with Retry-After when `peer` is over its rate.
+fn rate_limited(limits: &Limits, peer: IpAddr) -> Option<Response<Full<Bytes>>> {
+    let wait = limits.rate.as_ref()?.check(peer, Instant::now()).err()?;
+    let mut resp = early(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    let secs = wait.0.as_secs() + u64::from(wait.0.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    Some(resp)
 }
 
 /// What a request asks for: a report to store, or an installation's row
@@ -348,14 +401,8 @@ async fn respond(
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
-    if let Some(rate) = &limits.rate {
-        if let Err(wait) = rate.check(peer, Instant::now()) {
-            let mut resp = early(StatusCode::TOO_MANY_REQUESTS, "too many requests");
-            let secs = wait.0.as_secs() + u64::from(wait.0.subsec_nanos() > 0);
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
-            return resp;
-        }
+    if let Some(resp) = rate_limited(limits, peer) {
+        return resp;
     }
     if req
         .headers()

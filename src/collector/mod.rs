@@ -13,6 +13,7 @@
 //! - [`service`]: the systemd service loop
 
 pub mod config;
+pub mod dashboard;
 pub mod history;
 pub mod http;
 pub mod ingest;
@@ -35,6 +36,7 @@ use crate::sys::{self, Failure, Runtime};
 use config::{Config, Database, DEFAULT_CONFIG_PATH};
 use report::Format;
 use store::{Access, Store};
+use summary::{Range, SummarySource};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +98,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the publishable summary as JSON
+    ///
+    /// The document GET /api/stats/v1/summary.json serves (docs/summary.md):
+    /// daily series from the history, every group of fewer than min_group
+    /// installations folded into "other", no minimum or maximum of anything.
+    Export {
+        /// Days covered, ending today (UTC)
+        #[arg(long, value_enum, default_value_t)]
+        range: Range,
+        /// Fold groups of fewer installations than this into "other"
+        /// [default: min_group from the configuration, 10 unless set]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        min_group: Option<u64>,
+    },
 }
 
 /// The whole program; `src/bin/surveyd-collector.rs` only calls this.
@@ -138,6 +154,7 @@ pub fn main() -> ExitCode {
             file,
             json,
         } => key(&cli.config, generate, file, json),
+        Command::Export { range, min_group } => export(&cli.config, range, min_group),
     };
     sys::end_command("surveyd-collector", result)
 }
@@ -170,6 +187,19 @@ fn key(config: &Path, generate: bool, file: Option<PathBuf>, json: bool) -> Resu
         println!("key id {} ({})", public.key_id(), path.display());
     }
     Ok(())
+}
+
+fn export(path: &Path, range: Range, min_group: Option<u64>) -> Result<(), Failure> {
+    let config = Config::load(path).map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let min_group = min_group.unwrap_or(config.min_group);
+    read_database(path, |store| async move {
+        let (from, to) = range.days(summary::day_of(store::unix_now()));
+        let summary = store.load_summary(from, to).await?;
+        let json = serde_json::to_string_pretty(&summary.publishable(min_group))
+            .expect("the published summary serialises");
+        println!("{json}");
+        Ok(())
+    })
 }
 
 fn check_config(path: &Path) -> Result<(), Failure> {

@@ -26,10 +26,12 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Config, TlsConfig};
+use super::dashboard::serve::{Listener, Pages};
 use super::http::{accept_loop, Ingest, Limits};
 use super::limits::raise_nofile_limit;
 use super::receipt_key;
 use super::store::{spawn_writer, Access, Store, WriterConfig};
+use super::summary::StoreSummaries;
 use crate::exit;
 use crate::sys::{notify, Failure};
 
@@ -73,6 +75,29 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(exit::OSERR, e))?;
 
+    let admin = match &config.admin {
+        Some(admin) => {
+            let addr = admin
+                .listen_addr()
+                .map_err(|e| Failure::new(exit::CONFIG, e))?;
+            let listener = listen(addr).map_err(|e| {
+                Failure::new(
+                    exit::OSERR,
+                    format!("cannot listen on {addr} (admin.listen): {e}"),
+                )
+            })?;
+            Some(listener)
+        }
+        None => None,
+    };
+    // Summaries are read over connections of their own, so a slow rollup
+    // query never holds up the writer.
+    let pages = Pages::new(
+        Arc::new(StoreSummaries::new(database.clone())),
+        config.min_group,
+        config.admin.as_ref().and_then(|a| a.token.as_deref()),
+    );
+
     let nofile = raise_nofile_limit();
     let limits = Limits::from_config(&config, nofile);
     let (writer, writer_task) = spawn_writer(
@@ -82,9 +107,22 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
             retention_days: config.retention_days,
         },
     );
-    let ingest = Arc::new(Ingest::new(&config, limits, tls, writer, key));
+    let mut ingest = Ingest::new(&config, limits, tls, writer, key);
+    ingest.pages = Some(Arc::new(pages));
+    let ingest = Arc::new(ingest);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut acceptor = tokio::spawn(accept_loop(listener, ingest.clone(), shutdown_rx));
+    let mut acceptor = tokio::spawn(accept_loop(
+        listener,
+        Listener::Public,
+        ingest.clone(),
+        shutdown_rx.clone(),
+    ));
+    let admin_local = match &admin {
+        Some(l) => Some(l.local_addr().map_err(|e| Failure::new(exit::OSERR, e))?),
+        None => None,
+    };
+    let mut admin_acceptor =
+        admin.map(|l| tokio::spawn(accept_loop(l, Listener::Admin, ingest.clone(), shutdown_rx)));
 
     let scheme = if config.tls.is_some() {
         "https"
@@ -93,6 +131,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     };
     let place = format!("{scheme}://{local} into {}", database.display());
     tracing::info!("listening on {local} ({place}); receipts signed by key id {key_id}");
+    if let Some(addr) = admin_local {
+        tracing::info!("admin listener on {addr}: the dashboard is http://{addr}/");
+    }
     let mut monitor = Monitor {
         place,
         note: None,
@@ -123,7 +164,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
                 // Ping only while both halves work: the listener still
                 // accepts and no commit has hung for half the timeout.
                 let limit = watchdog.unwrap_or_default() / 2;
-                if !acceptor.is_finished() && ingest.writer().health.healthy(limit) {
+                let listening = !acceptor.is_finished()
+                    && admin_acceptor.as_ref().is_none_or(|a| !a.is_finished());
+                if listening && ingest.writer().health.healthy(limit) {
                     notify::watchdog();
                 } else {
                     tracing::error!("unhealthy: withholding the watchdog ping");
@@ -139,6 +182,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
             _ = &mut acceptor => {
                 return Err(Failure::new(exit::SOFTWARE, "the listener stopped unexpectedly"));
             }
+            Some(_) = async { Some(admin_acceptor.as_mut()?.await) } => {
+                return Err(Failure::new(exit::SOFTWARE, "the admin listener stopped unexpectedly"));
+            }
         }
     }
 
@@ -146,6 +192,9 @@ pub async fn serve(config_path: &Path) -> Result<(), Failure> {
     tracing::info!("stopping: finishing open requests");
     let _ = shutdown_tx.send(true);
     let _ = acceptor.await;
+    if let Some(admin) = admin_acceptor {
+        let _ = admin.await;
+    }
     // The last handle to the writer goes with `ingest`; the writer then
     // commits whatever is still queued and exits.
     let (stored, deleted, refused) = monitor.counts(&ingest);
@@ -240,6 +289,8 @@ fn reload(path: &Path, running: Config, ingest: &Ingest, monitor: &mut Monitor) 
                     running.max_body_memory_bytes != new.max_body_memory_bytes,
                 ),
                 ("tls", running.tls.is_some() != new.tls.is_some()),
+                ("min_group", running.min_group != new.min_group),
+                ("admin", running.admin != new.admin),
             ]
             .into_iter()
             .filter_map(|(key, changed)| changed.then_some(key))

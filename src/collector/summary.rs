@@ -13,9 +13,13 @@
 //! the wire; hours are `unix_secs / 3600` inside and RFC 3339 on the wire.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use super::config::Database;
+use super::store::{Access, Store, StoreError};
 
 /// The dimensions of [`Summary::by`], in the order they are shown.
 pub const DIMENSIONS: [&str; 5] = [
@@ -141,13 +145,53 @@ impl Range {
     }
 }
 
-/// Where summaries come from: the history's rollup tables.
+/// Where summaries come from: the history's rollup tables (implemented for
+/// `store::Store` in the history).
 pub trait SummarySource {
     fn load_summary(
         &self,
         from_day: i64,
         to_day: i64,
-    ) -> impl std::future::Future<Output = Result<Summary, super::store::StoreError>> + Send;
+    ) -> impl Future<Output = Result<Summary, StoreError>> + Send;
+}
+
+/// The database as a [`SummarySource`]: each load opens a read connection
+/// of its own on a blocking thread and runs `Store::load_summary` (the
+/// history's rollup query) there. The listeners cache what it returns, so
+/// this happens at most once a minute per range, and neither a SQLite
+/// query nor a slow PostgreSQL stalls the threads serving requests.
+pub struct StoreSummaries {
+    database: Database,
+}
+
+impl StoreSummaries {
+    pub fn new(database: Database) -> StoreSummaries {
+        StoreSummaries { database }
+    }
+}
+
+impl SummarySource for StoreSummaries {
+    fn load_summary(
+        &self,
+        from_day: i64,
+        to_day: i64,
+    ) -> impl Future<Output = Result<Summary, StoreError>> + Send {
+        let database = self.database.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError(format!("cannot start a reader: {e}")))?;
+                rt.block_on(async {
+                    let store = Store::open(&database, Access::Read).await?;
+                    store.load_summary(from_day, to_day).await
+                })
+            })
+            .await
+            .map_err(|e| StoreError(format!("the summary reader failed: {e}")))?
+        }
+    }
 }
 
 /// The bucket that `users` active users fall in.

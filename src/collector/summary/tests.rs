@@ -291,3 +291,151 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<Published>(&json).unwrap(), p);
     }
 }
+
+const SCHEMA: &str = include_str!("../../../docs/summary.schema.json");
+const SCHEMA_DOC: &str = include_str!("../../../docs/summary.md");
+
+/// Checks `value` against the part of JSON Schema that
+/// docs/summary.schema.json uses: type, const, minimum, required,
+/// properties, additionalProperties, items, $ref into $defs, and the
+/// day and time formats. Returns the first mismatch with its JSON path.
+fn conforms(root: &Value, schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.strip_prefix("#/$defs/").expect("local $ref");
+        return conforms(root, &root["$defs"][name], value, path);
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => panic!("bad type in schema at {path}"),
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types.contains(&actual) {
+            return Err(format!("{path}: {actual}, schema wants {types:?}"));
+        }
+    }
+    if let Some(c) = schema.get("const") {
+        if c != value {
+            return Err(format!("{path}: {value}, schema wants {c}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (
+        schema.get("minimum").and_then(Value::as_i64),
+        value.as_i64(),
+    ) {
+        if n < min {
+            return Err(format!("{path}: {n} below {min}"));
+        }
+    }
+    if let (Some(pattern), Some(text)) = (
+        schema.get("pattern").and_then(Value::as_str),
+        value.as_str(),
+    ) {
+        let ok = if pattern.contains('T') {
+            text.len() == 20 && humantime::parse_rfc3339(text).is_ok()
+        } else {
+            parse_day(text).is_ok()
+        };
+        if !ok {
+            return Err(format!("{path}: {text:?} does not match {pattern}"));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            for key in schema["required"].as_array().into_iter().flatten() {
+                let key = key.as_str().unwrap();
+                if !map.contains_key(key) {
+                    return Err(format!("{path}: required key {key} missing"));
+                }
+            }
+            for (key, v) in map {
+                let sub = match (
+                    schema["properties"].get(key),
+                    schema.get("additionalProperties"),
+                ) {
+                    (Some(s), _) => s,
+                    (None, Some(Value::Bool(false))) => {
+                        return Err(format!("{path}: key {key} is not in the schema"))
+                    }
+                    (None, Some(s)) => s,
+                    (None, None) => continue,
+                };
+                conforms(root, sub, v, &format!("{path}.{key}"))?;
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    conforms(root, sub, v, &format!("{path}[{i}]"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every property name the schema defines.
+fn schema_property_names(schema: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get("properties") {
+                out.extend(props.keys().cloned());
+            }
+            map.values().for_each(|v| schema_property_names(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| schema_property_names(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_schema_and_the_document_describe_every_published_key() {
+    let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    schema_property_names(&schema, &mut names);
+    for name in &names {
+        assert!(
+            SCHEMA_DOC.contains(&format!("`{name}`")),
+            "docs/summary.md does not describe `{name}`"
+        );
+    }
+    for dimension in DIMENSIONS {
+        assert!(
+            SCHEMA_DOC.contains(&format!("`{dimension}`")),
+            "{dimension}"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn published_json_conforms_to_the_schema(s in arb_summary(), min_group in 1u64..30) {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let json = serde_json::to_value(s.publishable(min_group)).unwrap();
+        if let Err(e) = conforms(&schema, &schema, &json, "$") {
+            prop_assert!(false, "{e}\n{json}");
+        }
+    }
+}
+
+#[test]
+fn a_json_missing_a_documented_key_does_not_conform() {
+    let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+    let mut json = serde_json::to_value(Summary::default().publishable(10)).unwrap();
+    assert_eq!(conforms(&schema, &schema, &json, "$"), Ok(()));
+    json.as_object_mut().unwrap().remove("reports_per_hour");
+    assert!(conforms(&schema, &schema, &json, "$").is_err());
+    json["reports_per_hour"] = Value::Array(vec![]);
+    json["max_users"] = Value::from(5);
+    assert!(conforms(&schema, &schema, &json, "$").is_err());
+}
