@@ -7,14 +7,16 @@
 //! Seeds a database directly (fine for a bench): 1,000,000 installation
 //! rows and 730 days of rollup shaped like a real installed base (3
 //! programs, 40 versions, 25 OS releases, 4 user plugins, 3 id schemes,
-//! all 33 user buckets, every hour), then times `load_summary` plus
-//! `publishable` plus the JSON serialisation, what `summary.json` and the
-//! dashboard do per request, for the 30-day, 1-year and all-time ranges.
-//! Prints p50 and p95 over ROUNDS (default 50) runs of each.
+//! all 33 user buckets, every hour), then times what a request costs
+//! uncached, for the 30-day, 1-year and all-time ranges: `summary.json`
+//! (`load_summary` plus `publishable` plus the JSON serialisation) and the
+//! dashboard page (`load_summary` plus `dashboard::render`, charts
+//! included). Prints p50 and p95 over ROUNDS (default 50) runs of each.
 
 use std::time::{Duration, Instant};
 
 use surveyd::collector::config::Database;
+use surveyd::collector::dashboard;
 use surveyd::collector::store::{Access, Store};
 use surveyd::collector::summary::{Range, SummarySource, DEFAULT_MIN_GROUP};
 
@@ -84,21 +86,34 @@ async fn measure(name: &str, db: Database, rounds: usize) {
     for range in Range::ALL {
         let (from, to) = range.days(TODAY);
         let mut times = Vec::with_capacity(rounds);
-        let mut bytes = 0;
+        let mut pages = Vec::with_capacity(rounds);
+        let (mut bytes, mut page_bytes) = (0, 0);
         for _ in 0..rounds {
             let started = Instant::now();
             let summary = store.load_summary(from, to).await.expect("load_summary");
+            let loaded = started.elapsed();
             let published = summary.publishable(DEFAULT_MIN_GROUP);
             bytes = serde_json::to_vec(&published).expect("serialise").len();
             times.push(started.elapsed());
+            let rendering = Instant::now();
+            page_bytes = dashboard::render(&summary, range).expect("render").len();
+            pages.push(loaded + rendering.elapsed());
         }
         times.sort();
+        pages.sort();
         println!(
             "{name:10} range {:4} p50 {:8.1} ms  p95 {:8.1} ms  summary.json {:>9} bytes",
             range.name(),
             percentile(&times, 50).as_secs_f64() * 1e3,
             percentile(&times, 95).as_secs_f64() * 1e3,
             bytes
+        );
+        println!(
+            "{name:10} range {:4} p50 {:8.1} ms  p95 {:8.1} ms  dashboard    {:>9} bytes",
+            range.name(),
+            percentile(&pages, 50).as_secs_f64() * 1e3,
+            percentile(&pages, 95).as_secs_f64() * 1e3,
+            page_bytes
         );
     }
 }
