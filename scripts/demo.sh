@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole job end to end on this machine, with no setup: a collector on
-# loopback with its embedded SQLite default, the daemon reporting to it as
-# systemd would run it, then the audit log and the stored row. Everything
+# loopback with its embedded SQLite default, the admin's consent, the
+# daemon reporting to it as systemd would run it, then the audit log (with
+# the collector's signed receipt, verified) and the stored row. Everything
 # lives in a temp dir and is stopped by pid at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +32,14 @@ wait_for() {
 cat >"$work/collector.toml" <<TOML
 listen = "127.0.0.1:0"
 database = "$work/surveys.db"
+receipt_key = "$work/receipt-key.pk8"
 TOML
 "$bin/surveyd-collector" -c "$work/collector.toml" serve 2>"$work/collector.log" &
 pids+=($!)
 wait_for "$work/collector.log" "listening on"
 addr=$(grep -o 'listening on [0-9.]*:[0-9]*' "$work/collector.log" | head -n1 | cut -d' ' -f3)
+# The key the collector signs receipts with, as a vendor publishes it.
+key=$("$bin/surveyd-collector" -c "$work/collector.toml" key | head -n1)
 
 # Counts as a Kopano server would give them (a facts file; on a real
 # server, surveyclient_facts = kopano-mysql asks the database).
@@ -53,12 +57,20 @@ surveyclient_program_version = 8.7.80
 user_plugin = db
 attachment_storage = files
 surveyclient_facts = file:$work/facts.json
+surveyclient_collector_key = $key
 CFG
 echo "== surveyd check-config"
 "$bin/surveyd" -c "$work/surveyd.cfg" check-config | grep -v '^mysql_'
+echo
+echo "== surveyd consent (nothing leaves before the admin says yes)"
+"$bin/surveyd" -c "$work/surveyd.cfg" consent
+echo
+echo "== surveyd consent yes"
+"$bin/surveyd" -c "$work/surveyd.cfg" consent yes
 "$bin/surveyd" -c "$work/surveyd.cfg" run 2>"$work/surveyd.log" &
 pids+=($!)
-wait_for "$work/surveyd.log" "report 1 sent"
+wait_for "$work/surveyd.log" "report [0-9]* sent"
+seq=$(grep -o 'report [0-9]* sent' "$work/surveyd.log" | head -n1 | cut -d' ' -f2)
 echo
 echo "== the daemon's log"
 cat "$work/surveyd.log"
@@ -66,8 +78,8 @@ echo
 echo "== surveyd audit"
 "$bin/surveyd" -c "$work/surveyd.cfg" audit
 echo
-echo "== surveyd audit show 1"
-"$bin/surveyd" -c "$work/surveyd.cfg" audit show 1
+echo "== surveyd audit show $seq"
+"$bin/surveyd" -c "$work/surveyd.cfg" audit show "$seq"
 echo
 echo "== surveyd audit verify"
 "$bin/surveyd" -c "$work/surveyd.cfg" audit verify
