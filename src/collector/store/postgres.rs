@@ -156,6 +156,15 @@ async fn connect(target: &Target) -> Result<Client, StoreError> {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
+    // The writer prepares its statements once per connection. A generic
+    // plan made while `installations` was nearly empty (a sequential scan
+    // for `uid = ANY($1)`) would stay in use while the table grows, which
+    // made ingest quadratic while installations first arrived; planning
+    // each execution for its own parameters costs far less.
+    client
+        .batch_execute("SET plan_cache_mode = force_custom_plan")
+        .await
+        .map_err(err("setting plan_cache_mode"))?;
     Ok(client)
 }
 
