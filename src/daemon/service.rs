@@ -398,28 +398,40 @@ impl Service {
                 // `surveyd consent no` while the service holds the log: the
                 // deletion it could not ask for is asked here, first.
                 if answer.mode == ConsentMode::Local {
+                    // A cancelled oneshot must not be polled again, so a
+                    // stop during the deletions ends the task here.
                     let withdrawn = async {
-                        let facts = facts::collect(&settings, Path::new("/")).await;
+                        let facts = tokio::select! {
+                            facts = facts::collect(&settings, Path::new("/")) => facts,
+                            _ = &mut cancelled => return Ok(true),
+                        };
                         match forget::withdrawal_requests(&settings, &facts, recorded.as_ref()) {
                             Ok(requests) => {
                                 for request in &requests {
+                                    let mut stopped = false;
                                     let cancel = async {
                                         let _ = (&mut cancelled).await;
+                                        stopped = true;
                                     };
                                     forget::request_deletion(
                                         &settings, &mut audit, request, cancel,
                                     )
                                     .await?;
+                                    if stopped {
+                                        return Ok(true);
+                                    }
                                 }
                             }
                             Err(err) => warn!(
                                 "consent withdrawn, but no deletion could be asked for: {err}"
                             ),
                         }
-                        Ok(())
+                        Ok(false)
                     };
-                    if let Err(err) = withdrawn.await {
-                        return (audit, recorded, Err(err));
+                    match withdrawn.await {
+                        Ok(false) => {}
+                        Ok(true) => return (audit, consent.clone(), Ok(None)),
+                        Err(err) => return (audit, recorded, Err(err)),
                     }
                 }
             }
