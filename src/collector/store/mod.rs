@@ -62,6 +62,9 @@ ALTER TABLE installations ADD COLUMN deletion_commitment TEXT;
 ALTER TABLE installations ADD COLUMN cpu_count BIGINT;
 ",
     ROLLUP_MIGRATION,
+    "
+ALTER TABLE installations ADD COLUMN previous_update BIGINT;
+",
 ];
 // No index on last_update: every report moves it, so such an index costs
 // two extra random page writes per report, while only the occasional
@@ -183,6 +186,11 @@ static SELECT_ROWS: LazyLock<String> = LazyLock::new(|| {
 /// a report sets only while the row has none. The first commitment wins:
 /// a report without one (an upstream client) cannot erase it, and another
 /// machine that learned the uid cannot take over the right to delete it.
+///
+/// It also moves the row's `last_update` into [`PREVIOUS_UPDATE`] (SQL
+/// evaluates every `SET` expression on the row as it was), so the upsert's
+/// `RETURNING` tells whether the report is the installation's first today
+/// without a read before it: NULL on a row the statement inserted.
 fn upsert_updates(excluded: &str) -> String {
     wire::TABLE
         .iter()
@@ -196,8 +204,24 @@ fn upsert_updates(excluded: &str) -> String {
             }
             c => format!("{0} = {excluded}.{0}", c.name()),
         })
+        .chain([format!(
+            "{PREVIOUS_UPDATE} = installations.{}",
+            wire::Column::LastUpdate.name()
+        )])
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The store's own column beside [`wire::TABLE`]'s: when the installation
+/// reported before its last report (NULL until its second). The upserts
+/// return it so the history can tell an installation's first report of
+/// the day; nothing shows it (`report` and `export` list `wire::TABLE`),
+/// and retention deletes it with the row.
+const PREVIOUS_UPDATE: &str = "previous_update";
+
+/// What an upsert's `RETURNING previous_update` says about the row before.
+fn previous_of(previous_update: Option<i64>) -> history::Previous {
+    previous_update.map_or(history::Previous::New, history::Previous::LastUpdate)
 }
 
 fn column(field: &'static wire::Field) -> &'static str {

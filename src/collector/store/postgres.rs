@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, GenericClient, Statement};
 
 use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
 use crate::collector::ingest::{Report, Value};
@@ -17,9 +17,10 @@ use crate::wire::{self, Column, JsonType};
 
 use super::tls::{self, Target};
 use super::{
-    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, DayCloser, Done,
-    Job, Message, Row, Stats, StoreError, Work, WriterConfig, WriterHealth, DELETE_ROW, MIGRATIONS,
-    SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, previous_of, proves, unix_now, upsert_updates, Access,
+    DayCloser, Done, Job, Message, Row, Stats, StoreError, Work, WriterConfig, WriterHealth,
+    DELETE_ROW, MIGRATIONS, PREVIOUS_UPDATE, SCHEMA_VERSION, SELECT_BY_OSRELEASE,
+    SELECT_BY_VERSION, SELECT_ROWS, SELECT_TOTALS,
 };
 
 /// A deletion's check; the row stays locked until the batch commits.
@@ -52,13 +53,16 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
             c => format!("u.{}", c.name()),
         })
         .collect();
-    // `xmax = 0` only on a row this statement inserted; `first_seen` is
-    // never updated, so on a row another collector inserted after our
-    // FOR UPDATE read it is the time of that collector's report.
+    // ON CONFLICT DO UPDATE locks the existing row and evaluates SET on
+    // its latest committed version, even one committed by another
+    // collector after this statement began: so the `previous_update` it
+    // returns is what that row held, and two collectors never both see
+    // a report as an installation's first today. The rows go in the
+    // arrays' order (by uid), the order every collector locks them in.
     format!(
         "INSERT INTO installations ({}) SELECT {} FROM UNNEST({}) AS u({}) \
          ON CONFLICT (uid) DO UPDATE SET {} \
-         RETURNING uid, first_seen, (xmax = 0)",
+         RETURNING uid, {PREVIOUS_UPDATE}",
         columns().collect::<Vec<_>>().join(", "),
         selected.join(", "),
         arrays.join(", "),
@@ -67,41 +71,28 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Locks the batch's existing rows (in uid order, as every collector does,
-/// so two cannot deadlock) and reads their `last_update` as committed by
-/// whoever held them before: whether a report is an installation's first
-/// today is decided on that value, so two collectors never both count it.
-const LOCK_PREVIOUS: &str = "SELECT uid, last_update FROM installations \
-    WHERE uid = ANY($1) ORDER BY uid FOR UPDATE";
-
-// The counters, a batch's worth in one statement each.
-static ADD_DAYS: LazyLock<String> = LazyLock::new(|| {
+/// A batch's counters, all four tables in one statement (one execution,
+/// not four), each table's rows in key order. Every collector runs this
+/// same statement, so all of them take the counter rows in the same order.
+/// An empty array adds nothing to its table.
+static ADD_COUNTERS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
+        "WITH days AS (\
+         INSERT INTO rollup_days (day, active, new, gone, reports, users_sum) \
          SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-         $5::bigint[], $6::bigint[]) {}",
-        history::ADD_DAY
-    )
-});
-static ADD_GROUPS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-         $5::bigint[], $6::bigint[]) {}",
-        history::ADD_GROUP
-    )
-});
-static ADD_USERS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO rollup_users (day, bucket, installations) \
-         SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::bigint[]) {}",
-        history::ADD_USERS
-    )
-});
-static ADD_HOURS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO rollup_hours (hour, reports) \
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) {}",
+         $5::bigint[], $6::bigint[]) {}), \
+         groups AS (\
+         INSERT INTO rollup_groups (day, dimension, value, active, new, gone) \
+         SELECT * FROM UNNEST($7::bigint[], $8::text[], $9::text[], $10::bigint[], \
+         $11::bigint[], $12::bigint[]) {}), \
+         users AS (\
+         INSERT INTO rollup_users (day, bucket, installations) \
+         SELECT * FROM UNNEST($13::bigint[], $14::integer[], $15::bigint[]) {}) \
+         INSERT INTO rollup_hours (hour, reports) \
+         SELECT * FROM UNNEST($16::bigint[], $17::bigint[]) {}",
+        history::ADD_DAY,
+        history::ADD_GROUP,
+        history::ADD_USERS,
         history::ADD_HOUR
     )
 });
@@ -156,15 +147,6 @@ async fn connect(target: &Target) -> Result<Client, StoreError> {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
-    // The writer prepares its statements once per connection. A generic
-    // plan made while `installations` was nearly empty (a sequential scan
-    // for `uid = ANY($1)`) would stay in use while the table grows, which
-    // made ingest quadratic while installations first arrived; planning
-    // each execution for its own parameters costs far less.
-    client
-        .batch_execute("SET plan_cache_mode = force_custom_plan")
-        .await
-        .map_err(err("setting plan_cache_mode"))?;
     Ok(client)
 }
 
@@ -321,9 +303,30 @@ impl Postgres {
 
     /// Store the batch (its reports, then its deletions) and count it in
     /// the history, in one transaction that is correct with other
-    /// collectors writing the same database: see [`LOCK_PREVIOUS`] and
-    /// [`UPSERT`].
+    /// collectors writing the same database (see [`UPSERT`]). A failed
+    /// batch leaves nothing: its transaction is rolled back.
     async fn write_batch(&mut self, jobs: &[Job]) -> Result<Vec<Done>, tokio_postgres::Error> {
+        let prepared = self.prepared().await?;
+        let result = self.write_batch_in(&prepared, jobs).await;
+        if result.is_err() && !self.client.is_closed() {
+            // Ends the transaction the failure aborted (only a warning
+            // when the failure came before BEGIN).
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// [`write_batch`](Self::write_batch)'s transaction in two round trips
+    /// when it holds no deletion: BEGIN with the upsert, then the counters
+    /// with COMMIT. tokio-postgres pipelines futures polled together, in
+    /// the order first polled; every statement here is prepared, so each
+    /// future sends its request on that first poll and `try_join!` polls
+    /// them in the order written.
+    async fn write_batch_in(
+        &self,
+        prepared: &Prepared,
+        jobs: &[Job],
+    ) -> Result<Vec<Done>, tokio_postgres::Error> {
         let all: Vec<&Report> = jobs.iter().filter_map(Job::report).collect();
         // ON CONFLICT may touch a row only once per statement, so of several
         // reports for one installation in a batch only the last one is
@@ -366,37 +369,30 @@ impl Postgres {
             })
             .collect();
         let now = unix_now();
-        let prepared = self.prepared().await?;
         let fixed: [&(dyn ToSql + Sync); 4] = [&now, &uid, &flags, &commitments];
         let params: Vec<&(dyn ToSql + Sync)> = fixed
             .into_iter()
             .chain(fields.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)))
             .collect();
-        let tx = self.client.transaction().await?;
-        if !reports.is_empty() {
-            let mut previous: HashMap<String, Previous> = tx
-                .query(&prepared.lock, &[&uid])
-                .await?
-                .iter()
-                .map(|r| (r.get(0), Previous::LastUpdate(r.get(1))))
-                .collect();
-            for r in tx.query(&prepared.upsert, &params).await? {
-                let (uid, first_seen, inserted): (String, i64, bool) =
-                    (r.get(0), r.get(1), r.get(2));
-                previous.entry(uid).or_insert(if inserted {
-                    Previous::New
-                } else {
-                    Previous::LastUpdate(first_seen)
-                });
-            }
-            let mut increments = Increments::default();
-            for report in &all {
-                let prev = previous
-                    .insert(report.uid.clone(), Previous::LastUpdate(now))
-                    .unwrap_or(Previous::New);
-                increments.add_report(report, now, prev);
-            }
-            add_increments(&tx, &prepared, &increments).await?;
+        let c = &self.client;
+        let rows = if reports.is_empty() {
+            c.batch_execute("BEGIN").await?;
+            Vec::new()
+        } else {
+            tokio::try_join!(c.batch_execute("BEGIN"), c.query(&prepared.upsert, &params))?.1
+        };
+        // What each row held before the upsert; a later report of the same
+        // installation in this batch comes after the first one today.
+        let mut previous: HashMap<&str, Previous> = rows
+            .iter()
+            .map(|r| (r.get(0), previous_of(r.get(1))))
+            .collect();
+        let mut increments = Increments::default();
+        for report in &all {
+            let prev = previous
+                .insert(report.uid.as_str(), Previous::LastUpdate(now))
+                .unwrap_or(Previous::New);
+            increments.add_report(report, now, prev);
         }
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -405,14 +401,14 @@ impl Postgres {
                 Work::Delete(d) => {
                     // FOR UPDATE: another collector on this database cannot
                     // change the row between the check and the delete.
-                    let stored: Option<Option<String>> = tx
+                    let stored: Option<Option<String>> = c
                         .query_opt(SELECT_COMMITMENT_FOR_UPDATE, &[&d.uid])
                         .await?
                         .map(|r| r.get(0));
                     match stored {
                         None => Done::Deleted { time: now },
                         Some(stored) if proves(stored.as_deref(), &d.commitment) => {
-                            tx.execute(DELETE_ROW, &[&d.uid]).await?;
+                            c.execute(DELETE_ROW, &[&d.uid]).await?;
                             Done::Deleted { time: now }
                         }
                         Some(_) => Done::NotProven,
@@ -420,7 +416,10 @@ impl Postgres {
                 }
             });
         }
-        tx.commit().await?;
+        tokio::try_join!(
+            add_increments(c, prepared, &increments),
+            c.batch_execute("COMMIT")
+        )?;
         Ok(outcomes)
     }
 
@@ -429,23 +428,10 @@ impl Postgres {
             return Ok(p.clone());
         }
         let c = &self.client;
-        // Prepared together: one round trip, not six.
-        let (lock, upsert, days, groups, users, hours) = tokio::try_join!(
-            c.prepare(LOCK_PREVIOUS),
-            c.prepare(UPSERT.as_str()),
-            c.prepare(ADD_DAYS.as_str()),
-            c.prepare(ADD_GROUPS.as_str()),
-            c.prepare(ADD_USERS.as_str()),
-            c.prepare(ADD_HOURS.as_str()),
-        )?;
-        let p = Prepared {
-            lock,
-            upsert,
-            days,
-            groups,
-            users,
-            hours,
-        };
+        // Prepared together: one round trip, not two.
+        let (upsert, counters) =
+            tokio::try_join!(c.prepare(UPSERT.as_str()), c.prepare(ADD_COUNTERS.as_str()),)?;
+        let p = Prepared { upsert, counters };
         self.prepared = Some(p.clone());
         Ok(p)
     }
@@ -647,35 +633,23 @@ impl Postgres {
 /// The statements of the writer's transactions.
 #[derive(Clone)]
 struct Prepared {
-    lock: Statement,
     upsert: Statement,
-    days: Statement,
-    groups: Statement,
-    users: Statement,
-    hours: Statement,
+    counters: Statement,
 }
 
-/// Add a batch's counters to the rollup tables, each table's rows in key
-/// order. The four statements are sent together (tokio-postgres pipelines
-/// futures polled at once) and run in the order sent, so every collector
-/// still takes the counter rows in the same order.
+/// Add a batch's counters to the rollup tables ([`ADD_COUNTERS`]).
 async fn add_increments(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &(impl GenericClient + Sync),
     p: &Prepared,
     inc: &Increments,
 ) -> Result<(), tokio_postgres::Error> {
+    if inc.is_empty() {
+        return Ok(());
+    }
     let col = |f: fn(&DayCounts) -> i64| inc.days.values().map(f).collect::<Vec<_>>();
     let day_keys: Vec<i64> = inc.days.keys().copied().collect();
     let (active, new, gone) = (col(|c| c.active), col(|c| c.new), col(|c| c.gone));
     let (reports, users_sum) = (col(|c| c.reports), col(|c| c.users_sum));
-    let days = async {
-        if !inc.days.is_empty() {
-            let params: [&(dyn ToSql + Sync); 6] =
-                [&day_keys, &active, &new, &gone, &reports, &users_sum];
-            tx.execute(&p.days, &params).await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    };
     let g = &inc.groups;
     let g_days: Vec<i64> = g.keys().map(|k| k.0).collect();
     let g_dimensions: Vec<&str> = g.keys().map(|k| k.1).collect();
@@ -683,38 +657,31 @@ async fn add_increments(
     let g_active: Vec<i64> = g.values().map(|c| c.active).collect();
     let g_new: Vec<i64> = g.values().map(|c| c.new).collect();
     let g_gone: Vec<i64> = g.values().map(|c| c.gone).collect();
-    let groups = async {
-        if !g.is_empty() {
-            let params: [&(dyn ToSql + Sync); 6] = [
-                &g_days,
-                &g_dimensions,
-                &g_values,
-                &g_active,
-                &g_new,
-                &g_gone,
-            ];
-            tx.execute(&p.groups, &params).await?;
-        }
-        Ok(())
-    };
     let u_days: Vec<i64> = inc.users.keys().map(|k| k.0).collect();
     let u_buckets: Vec<i32> = inc.users.keys().map(|k| k.1).collect();
     let u_n: Vec<i64> = inc.users.values().copied().collect();
-    let users = async {
-        if !inc.users.is_empty() {
-            tx.execute(&p.users, &[&u_days, &u_buckets, &u_n]).await?;
-        }
-        Ok(())
-    };
     let h_hours: Vec<i64> = inc.hours.keys().copied().collect();
     let h_n: Vec<i64> = inc.hours.values().copied().collect();
-    let hours = async {
-        if !inc.hours.is_empty() {
-            tx.execute(&p.hours, &[&h_hours, &h_n]).await?;
-        }
-        Ok(())
-    };
-    tokio::try_join!(days, groups, users, hours).map(|_| ())
+    let params: [&(dyn ToSql + Sync); 17] = [
+        &day_keys,
+        &active,
+        &new,
+        &gone,
+        &reports,
+        &users_sum,
+        &g_days,
+        &g_dimensions,
+        &g_values,
+        &g_active,
+        &g_new,
+        &g_gone,
+        &u_days,
+        &u_buckets,
+        &u_n,
+        &h_hours,
+        &h_n,
+    ];
+    tx.execute(&p.counters, &params).await.map(|_| ())
 }
 
 /// A row of [`SELECT_ROWS`], which lists the columns in table order.

@@ -13,15 +13,15 @@ use rusqlite::types::ToSqlOutput;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, ToSql};
 use tokio::sync::mpsc;
 
-use crate::collector::history::{self, DayCounts, Increments, Previous, RollupRows};
+use crate::collector::history::{self, DayCounts, Increments, RollupRows};
 use crate::collector::ingest::{Report, Value};
 use crate::wire::{self, Column, JsonType};
 
 use super::{
-    columns, drain_batch, finish_batch, proves, unix_now, upsert_updates, Access, DayCloser,
-    Deletion, Done, Job, Message, Row, Stats, StoreError, Work, WriterConfig, WriterHealth,
-    DELETE_ROW, MIGRATIONS, SCHEMA_VERSION, SELECT_BY_OSRELEASE, SELECT_BY_VERSION,
-    SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
+    columns, drain_batch, finish_batch, previous_of, proves, unix_now, upsert_updates, Access,
+    DayCloser, Deletion, Done, Job, Message, Row, Stats, StoreError, Work, WriterConfig,
+    WriterHealth, DELETE_ROW, MIGRATIONS, PREVIOUS_UPDATE, SCHEMA_VERSION, SELECT_BY_OSRELEASE,
+    SELECT_BY_VERSION, SELECT_COMMITMENT, SELECT_ROWS, SELECT_TOTALS,
 };
 
 /// `?1` the uid, `?2` the time, `?3` the flags, `?4` the deletion
@@ -42,7 +42,8 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
         })
         .collect();
     format!(
-        "INSERT INTO installations ({}) VALUES ({}) ON CONFLICT (uid) DO UPDATE SET {}",
+        "INSERT INTO installations ({}) VALUES ({}) ON CONFLICT (uid) DO UPDATE SET {} \
+         RETURNING {PREVIOUS_UPDATE}",
         columns().collect::<Vec<_>>().join(", "),
         values.join(", "),
         upsert_updates("excluded")
@@ -223,10 +224,9 @@ impl Sqlite {
         drop(checkpointer);
     }
 
-    /// Store the batch and count it in the history, in one transaction.
-    /// This is the only writer of the file (see `_serving`), so the row's
-    /// previous `last_update` read here is still the one the upsert
-    /// replaces.
+    /// Store the batch and count it in the history, in one transaction;
+    /// each upsert returns the row's `last_update` before it (see
+    /// [`upsert_updates`]).
     fn write_batch(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<Done>> {
         let now = unix_now();
         // IMMEDIATE: the transaction reads before it writes, and a read
@@ -238,16 +238,15 @@ impl Sqlite {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut increments = Increments::default();
         {
-            let mut previous =
-                tx.prepare_cached("SELECT last_update FROM installations WHERE uid = ?1")?;
             let mut stmt = tx.prepare_cached(&UPSERT)?;
             for r in jobs.iter().filter_map(Job::report) {
-                let last: Option<i64> =
-                    previous.query_row([&r.uid], |row| row.get(0)).optional()?;
-                increments.add_report(r, now, last.map_or(Previous::New, Previous::LastUpdate));
                 let fixed: [&dyn ToSql; 4] = [&r.uid, &now, &r.flags, &r.commitment];
                 let values = r.values.iter().map(|v| v as &dyn ToSql);
-                stmt.execute(params_from_iter(fixed.into_iter().chain(values)))?;
+                let previous = stmt
+                    .query_row(params_from_iter(fixed.into_iter().chain(values)), |row| {
+                        row.get(0)
+                    })?;
+                increments.add_report(r, now, previous_of(previous));
             }
         }
         add_increments(&tx, &increments)?;
@@ -651,6 +650,7 @@ mod tests {
 
     /// Adding a field to the wire table without a migration (or a
     /// migration without the table entry) breaks this, not production.
+    /// The store's own column comes last.
     #[test]
     fn migrated_schema_has_exactly_the_columns_wire_stores() {
         let dir = tempfile::tempdir().unwrap();
@@ -679,6 +679,7 @@ mod tests {
                 };
                 (c.name().to_owned(), sql_type.to_owned())
             })
+            .chain([(PREVIOUS_UPDATE.to_owned(), "BIGINT".to_owned())])
             .collect();
         assert_eq!(schema, wanted);
     }
