@@ -18,7 +18,8 @@
 # before it; benches/history-bench.sh does that).
 # All of them run side by side; each gets a warm-up, then ROUNDS measured
 # runs taken in turn, and the best run of each is reported: reports/s, p99
-# latency, non-2xx answers, and the share of the ceiling.
+# latency, non-2xx answers, and the share of the ceiling; then the median
+# and every round.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -132,10 +133,13 @@ echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cp
 echo "before:  load average $load_before"
 echo "load:    wrk -t$THREADS -c$CONNS -d$DURATION, keep-alive, loopback; $ROUNDS rounds, best shown"
 echo
-printf '%-10s %12s %10s %8s %11s   %s\n' target "reports/s" "p99" "non-2xx" "of ceiling" "all rounds"
+# The median of the rounds beside the best: on a shared machine one
+# target's rounds can differ by 15 % with nothing changed.
+median() { tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+printf '%-10s %12s %8s %10s %8s %11s   %s\n' target "reports/s" median "p99" "non-2xx" "of ceiling" "all rounds"
 for name in "${targets[@]}"; do
   share=$(awk -v a="${rps[$name]}" -v b="${rps[bare204]}" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-  printf '%-10s %12s %10s %8s %11s   %s\n' "$name" "${rps[$name]}" "${p99[$name]}" "${bad[$name]}" "$share" "${all[$name]}"
+  printf '%-10s %12s %8s %10s %8s %11s   %s\n' "$name" "${rps[$name]}" "$(median <<<"${all[$name]}")" "${p99[$name]}" "${bad[$name]}" "$share" "${all[$name]}"
 done
 echo
 echo "rows after the runs: sqlite $sqlite_rows, postgres $pg_rows (distinct installations in the pool: $((THREADS * 50000)))"
