@@ -421,3 +421,84 @@ fn two_collectors_on_one_postgres_database_count_each_installation_once() {
         }
     });
 }
+
+/// One installation's burst of reports, sent at once so that several land
+/// in one writer batch and others in the next: it is active and new once
+/// today, every report counted, on both stores. (The upsert tells the
+/// history what the row held; a report after the first in the same batch
+/// or a later one is not the first of the day.)
+#[test]
+fn a_burst_of_one_installations_reports_counts_it_once() {
+    const BURST: usize = 48;
+    for_each_backend("burst_history", |backend| {
+        let collector = Collector::start_with(
+            &backend,
+            Options {
+                extra: "[rate_limit]\nenabled = false\n",
+                env: Vec::new(),
+                nofile: None,
+            },
+        );
+        let body = surveyd_payload("app-v1", &machine(7), &guid(7), "10.0.1", users(7));
+        let today = || {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.unwrap().as_secs() / 86_400
+        };
+        let first_day = today();
+        std::thread::scope(|s| {
+            for _ in 0..POSTERS {
+                s.spawn(|| {
+                    for _ in 0..BURST / POSTERS {
+                        let r = collector.post(&body);
+                        assert_eq!(r.status, 200, "{r:?}");
+                    }
+                });
+            }
+        });
+        // A burst across UTC midnight is rightly active on both days.
+        let days = (today() - first_day + 1) as usize;
+        let sql = "SELECT CAST(active AS TEXT), CAST(new AS TEXT), CAST(reports AS TEXT) \
+                   FROM rollup_days";
+        let rows: Vec<Vec<String>> = match backend.sqlite_path() {
+            Some(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                stmt.query_map([], |r| (0..3).map(|i| r.get::<_, String>(i)).collect())
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            None => backend
+                .pg_query(sql, &[])
+                .into_iter()
+                .map(|r| r.into_iter().map(Option::unwrap).collect())
+                .collect(),
+        };
+        let name = backend.name();
+        let n = |row: &Vec<String>, k: usize| row[k].parse::<usize>().unwrap();
+        assert_eq!(rows.len(), days, "{name}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| n(r, 0) == 1),
+            "{name}: active once a day: {rows:?}"
+        );
+        assert_eq!(
+            rows.iter().map(|r| n(r, 1)).sum::<usize>(),
+            1,
+            "{name}: new once"
+        );
+        assert_eq!(
+            rows.iter().map(|r| n(r, 2)).sum::<usize>(),
+            BURST,
+            "{name}: reports"
+        );
+        let versions = version_rows(&backend);
+        assert_eq!(versions.len(), days, "{name}: {versions:?}");
+        assert!(
+            versions.values().all(|c| c.active == 1 && c.gone == 0),
+            "{name}"
+        );
+        assert_eq!(versions.values().map(|c| c.new).sum::<u64>(), 1, "{name}");
+        let (status, out) = collector.stop();
+        assert!(status.success(), "{}", String::from_utf8_lossy(&out));
+    });
+}
