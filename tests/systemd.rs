@@ -856,12 +856,14 @@ fn hardened_unit_runs_reloads_and_stops_under_a_real_systemd() {
         "STATUS right after the reload still shows the old schedule: {status}"
     );
     assert_eq!(reloaded["MainPID"], main_pid, "a reload is not a restart");
-    // ... and reports follow every 2 s.
-    let one = wait_for_report(&collector, before + 1, Duration::from_secs(5));
-    let two = wait_for_report(&collector, before + 2, Duration::from_secs(5));
+    // ... and reports follow every 2 s, not hourly. The waits are bounds
+    // for a loaded CI machine, not timings: the upper bound on the gap
+    // only has to tell 2 s from the old 3600 s.
+    let one = wait_for_report(&collector, before + 1, Duration::from_secs(30));
+    let two = wait_for_report(&collector, before + 2, Duration::from_secs(30));
     let gap = two - one;
     assert!(
-        gap > Duration::from_millis(1500) && gap < Duration::from_millis(3500),
+        gap > Duration::from_millis(1500) && gap < Duration::from_secs(30),
         "reports {gap:?} apart with a 2 s interval"
     );
 
@@ -881,7 +883,7 @@ fn hardened_unit_runs_reloads_and_stops_under_a_real_systemd() {
         kept["StatusText"]
     );
     let count = collector.requests().len();
-    wait_for_report(&collector, count + 1, Duration::from_secs(5));
+    wait_for_report(&collector, count + 1, Duration::from_secs(30));
 
     // Stop: SIGTERM, a clean exit well within TimeoutStopSec=, the runtime
     // dir (reload-status) removed. An inactive unit is unloaded at once,
