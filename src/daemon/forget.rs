@@ -11,6 +11,7 @@
 //!
 //! [`Endpoint::for_deletion`]: crate::daemon::settings::Endpoint::for_deletion
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -113,35 +114,47 @@ pub fn withdrawal_requests(
 
 /// The uids of the reports the collector accepted, oldest first, each
 /// once; an unreadable log gives none (the current uid is still asked).
+/// Reads the log a line at a time, keeping only the uids of sends still
+/// waiting for their result.
 fn accepted_uids(settings: &Settings) -> Vec<String> {
     let log = &settings.audit_log;
     if !audit::exists(log).unwrap_or(false) {
         return Vec::new();
     }
-    let entries = match audit::read_entries(log) {
-        Ok(entries) => entries,
+    let mut waiting: HashMap<u64, String> = HashMap::new();
+    let mut uids: Vec<String> = Vec::new();
+    let read = audit::for_each_entry(log, |entry| {
+        match entry.event.as_str() {
+            "send" => {
+                let uid = entry
+                    .body
+                    .as_ref()
+                    .and_then(|body| receipts::uid_of_report(body.get().as_bytes()));
+                if let Some(uid) = uid {
+                    waiting.insert(entry.seq, uid);
+                }
+            }
+            "result" => {
+                let uid = entry.of.and_then(|of| waiting.remove(&of));
+                let accepted =
+                    entry.error.is_none() && entry.status.is_some_and(|s| (200..300).contains(&s));
+                if let (true, Some(uid)) = (accepted, uid) {
+                    if !uids.contains(&uid) {
+                        uids.push(uid);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
+    match read {
+        Ok(()) => uids,
         Err(err) => {
             warn!("cannot read the audit log for the uids reports went under: {err}; asking only for the current one");
-            return Vec::new();
-        }
-    };
-    let mut uids = Vec::new();
-    for row in audit::list_rows(&entries) {
-        let accepted = row.event == "send"
-            && row.error.is_none()
-            && row.status.is_some_and(|s| (200..300).contains(&s));
-        let uid = entries
-            .iter()
-            .find(|entry| entry.seq == row.seq)
-            .and_then(|send| send.body.as_ref())
-            .and_then(|body| receipts::uid_of_report(body.get().as_bytes()));
-        if let (true, Some(uid)) = (accepted, uid) {
-            if !uids.contains(&uid) {
-                uids.push(uid);
-            }
+            Vec::new()
         }
     }
-    uids
 }
 
 /// One deletion request, audited and sent.
@@ -293,5 +306,45 @@ mod tests {
         );
         assert!(!format!("{request:?}").contains(&secret));
         assert_eq!(request.body_sha256(), sha256_hex(&request.body));
+    }
+
+    /// Only 2xx answers count, each uid once, in the order first accepted;
+    /// a refused or failed send, a send with no result (a crash) and the
+    /// results of other events count nothing.
+    #[test]
+    fn accepted_uids_lists_each_uid_a_2xx_answered_once_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            audit_log: dir.path().join("audit.log"),
+            ..Settings::default()
+        };
+        let (mut log, _) = AuditLog::open(&settings.audit_log, 1 << 20, 3).unwrap();
+        let body = |guid: &str| {
+            format!(
+                r#"{{"stats":{{"machine_id_hash":{{"type":"string","value":"m"}},"program_name":{{"type":"string","value":"kopano-server"}},"server_guid_hash":{{"type":"string","value":"{guid}"}}}},"version":3}}"#
+            )
+        };
+        let uid = |guid: &str| receipts::uid_of_report(body(guid).as_bytes()).unwrap();
+        let ms = Duration::from_millis(1);
+        let mut send = |guid: &str, status: Option<u16>, error: Option<&str>| {
+            let seq = log
+                .append_send("https://c.example/", body(guid).as_bytes())
+                .unwrap();
+            if status.is_some() || error.is_some() {
+                log.append_result(seq, status, error, ms).unwrap();
+            }
+        };
+        send("b", Some(503), None);
+        send("a", Some(200), None);
+        send("c", None, Some("timed out"));
+        send("b", Some(204), None);
+        send("a", Some(200), None);
+        send("d", None, None);
+        assert_eq!(accepted_uids(&settings), [uid("a"), uid("b")]);
+        assert!(accepted_uids(&Settings {
+            audit_log: dir.path().join("none.log"),
+            ..Settings::default()
+        })
+        .is_empty());
     }
 }

@@ -98,7 +98,9 @@ mod writer;
 
 pub use dir::LogDir;
 pub use ends::EndsFile;
-pub use reader::{find_report, find_send, list, list_rows, read_entries, Entry, ListRow};
+pub use reader::{
+    find_report, find_send, for_each_entry, list, list_rows, read_entries, Entry, ListRow,
+};
 pub use receipts::{verify_receipts, ReceiptFailure, ReceiptSummary};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, NewChain, ReceiptRecord, Recovery, RootWrite};

@@ -69,12 +69,25 @@ pub struct Entry {
 /// any other unreadable line is an error. Opens nothing through a link,
 /// writes nothing, and reads no line longer than [`MAX_LINE`].
 pub fn read_entries(path: &Path) -> Result<Vec<Entry>, AuditError> {
+    let mut entries = Vec::new();
+    for_each_entry(path, |entry| {
+        entries.push(entry);
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+/// Like [`read_entries`], one entry at a time: memory for one line, not
+/// the whole log.
+pub fn for_each_entry(
+    path: &Path,
+    mut each: impl FnMut(Entry) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
     let (dir, name) = open_for_reading(path)?;
     let files = log_files(&dir, &name).map_err(|source| AuditError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let mut entries = Vec::new();
     for file_name in files {
         let file_path = dir.join(&file_name);
         let Some(file) = dir
@@ -92,11 +105,10 @@ pub fn read_entries(path: &Path) -> Result<Vec<Entry>, AuditError> {
                 line: number,
                 reason,
             })?;
-            entries.push(entry);
-            Ok(())
+            each(entry)
         })?;
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// Calls `each` with the number (1-based) and bytes (without `\n`) of
