@@ -112,32 +112,61 @@ fn last_upload(settings: &Settings) -> Result<Option<Upload>, Failure> {
         }
         return Ok(None);
     }
-    let entries = audit::read_entries(path).map_err(unreadable)?;
-    Ok(find_last_upload(&entries))
+    // A line at a time: memory for the sends awaiting their result, not
+    // for the whole log and its rotated files.
+    let mut last = LastUpload::default();
+    audit::for_each_entry(path, |entry| {
+        last.add(entry);
+        Ok(())
+    })
+    .map_err(unreadable)?;
+    Ok(last.upload)
 }
 
 /// The pure half of [`last_upload`]: pairs results with their sends and
 /// keeps the last accepted one whose body is still in the log.
 pub fn find_last_upload(entries: &[Entry]) -> Option<Upload> {
-    let sends: HashMap<u64, &Entry> = entries
-        .iter()
-        .filter(|entry| entry.event == "send")
-        .map(|entry| (entry.seq, entry))
-        .collect();
-    entries
-        .iter()
-        .rev()
-        .filter(|entry| entry.event == "result" && accepted(entry))
-        .find_map(|result| {
-            let send = sends.get(&result.of?)?;
-            let body = serde_json::from_str(send.body.as_ref()?.get()).ok()?;
-            Some(Upload {
-                seq: send.seq,
-                time: send.time.clone(),
-                url: send.url.clone().unwrap_or_default(),
-                body,
-            })
-        })
+    let mut last = LastUpload::default();
+    for entry in entries {
+        last.add(entry.clone());
+    }
+    last.upload
+}
+
+/// Reads the log in order: each send waits for its result, and an
+/// accepted one whose body parses becomes the last upload.
+#[derive(Default)]
+struct LastUpload {
+    waiting: HashMap<u64, Entry>,
+    upload: Option<Upload>,
+}
+
+impl LastUpload {
+    fn add(&mut self, entry: Entry) {
+        match entry.event.as_str() {
+            "send" => {
+                self.waiting.insert(entry.seq, entry);
+            }
+            "result" => {
+                let Some(send) = entry.of.and_then(|of| self.waiting.remove(&of)) else {
+                    return;
+                };
+                if !accepted(&entry) {
+                    return;
+                }
+                let body = send.body.as_ref().map(|b| serde_json::from_str(b.get()));
+                if let Some(Ok(body)) = body {
+                    self.upload = Some(Upload {
+                        seq: send.seq,
+                        time: send.time,
+                        url: send.url.unwrap_or_default(),
+                        body,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A result the collector accepted: a 2xx answer that surveyd did not
