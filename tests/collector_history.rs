@@ -236,26 +236,34 @@ fn start(backend: &Backend, clock: &Clock) -> Collector {
     )
 }
 
-/// Every (day, version) -> counts row of the rollup, read with SQL.
-fn version_rows(backend: &Backend) -> BTreeMap<(i64, String), Counts> {
-    let sql = "SELECT CAST(day AS TEXT), value, CAST(active AS TEXT), CAST(new AS TEXT), \
-               CAST(gone AS TEXT) FROM rollup_groups WHERE dimension = 'program_version'";
-    let rows: Vec<Vec<String>> = match backend.sqlite_path() {
+/// The rows of `sql`, whose `columns` columns are all non-NULL text, from
+/// either store.
+fn text_rows(backend: &Backend, sql: &str, columns: usize) -> Vec<Vec<String>> {
+    match backend.sqlite_path() {
         Some(path) => {
             let conn = rusqlite::Connection::open(path).unwrap();
             let mut stmt = conn.prepare(sql).unwrap();
-            stmt.query_map([], |r| (0..5).map(|i| r.get::<_, String>(i)).collect())
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            stmt.query_map([], |r| {
+                (0..columns).map(|i| r.get::<_, String>(i)).collect()
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
         }
         None => backend
             .pg_query(sql, &[])
             .into_iter()
             .map(|r| r.into_iter().map(Option::unwrap).collect())
             .collect(),
-    };
-    rows.into_iter()
+    }
+}
+
+/// Every (day, version) -> counts row of the rollup, read with SQL.
+fn version_rows(backend: &Backend) -> BTreeMap<(i64, String), Counts> {
+    let sql = "SELECT CAST(day AS TEXT), value, CAST(active AS TEXT), CAST(new AS TEXT), \
+               CAST(gone AS TEXT) FROM rollup_groups WHERE dimension = 'program_version'";
+    text_rows(backend, sql, 5)
+        .into_iter()
         .filter(|r| r[2] != "0" || r[3] != "0" || r[4] != "0")
         .map(|r| {
             let n = |k: usize| r[k].parse::<u64>().unwrap();
@@ -459,21 +467,7 @@ fn a_burst_of_one_installations_reports_counts_it_once() {
         let days = (today() - first_day + 1) as usize;
         let sql = "SELECT CAST(active AS TEXT), CAST(new AS TEXT), CAST(reports AS TEXT) \
                    FROM rollup_days";
-        let rows: Vec<Vec<String>> = match backend.sqlite_path() {
-            Some(path) => {
-                let conn = rusqlite::Connection::open(path).unwrap();
-                let mut stmt = conn.prepare(sql).unwrap();
-                stmt.query_map([], |r| (0..3).map(|i| r.get::<_, String>(i)).collect())
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            None => backend
-                .pg_query(sql, &[])
-                .into_iter()
-                .map(|r| r.into_iter().map(Option::unwrap).collect())
-                .collect(),
-        };
+        let rows = text_rows(&backend, sql, 3);
         let name = backend.name();
         let n = |row: &Vec<String>, k: usize| row[k].parse::<usize>().unwrap();
         assert_eq!(rows.len(), days, "{name}: {rows:?}");
