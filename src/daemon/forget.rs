@@ -11,7 +11,6 @@
 //!
 //! [`Endpoint::for_deletion`]: crate::daemon::settings::Endpoint::for_deletion
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -114,37 +113,26 @@ pub fn withdrawal_requests(
 
 /// The uids of the reports the collector accepted, oldest first, each
 /// once; an unreadable log gives none (the current uid is still asked).
-/// Reads the log a line at a time, keeping only the uids of sends still
-/// waiting for their result.
+/// Reads the log a line at a time.
 fn accepted_uids(settings: &Settings) -> Vec<String> {
     let log = &settings.audit_log;
     if !audit::exists(log).unwrap_or(false) {
         return Vec::new();
     }
-    let mut waiting: HashMap<u64, String> = HashMap::new();
+    let mut pairs = audit::SendResults::default();
     let mut uids: Vec<String> = Vec::new();
     let read = audit::for_each_entry(log, |entry| {
-        match entry.event.as_str() {
-            "send" => {
-                let uid = entry
-                    .body
-                    .as_ref()
-                    .and_then(|body| receipts::uid_of_report(body.get().as_bytes()));
-                if let Some(uid) = uid {
-                    waiting.insert(entry.seq, uid);
-                }
+        let Some((send, result)) = pairs.add(entry) else {
+            return Ok(());
+        };
+        let uid = send
+            .body
+            .as_ref()
+            .and_then(|body| receipts::uid_of_report(body.get().as_bytes()));
+        if let (true, Some(uid)) = (result.is_accepted(), uid) {
+            if !uids.contains(&uid) {
+                uids.push(uid);
             }
-            "result" => {
-                let uid = entry.of.and_then(|of| waiting.remove(&of));
-                let accepted =
-                    entry.error.is_none() && entry.status.is_some_and(|s| (200..300).contains(&s));
-                if let (true, Some(uid)) = (accepted, uid) {
-                    if !uids.contains(&uid) {
-                        uids.push(uid);
-                    }
-                }
-            }
-            _ => {}
         }
         Ok(())
     });

@@ -100,6 +100,7 @@ pub use dir::LogDir;
 pub use ends::EndsFile;
 pub use reader::{
     find_report, find_send, for_each_entry, list, list_rows, read_entries, Entry, ListRow,
+    SendResults,
 };
 pub use receipts::{verify_receipts, ReceiptFailure, ReceiptSummary};
 pub use verify::{verify, Problem, VerifyFailure, VerifyReport};

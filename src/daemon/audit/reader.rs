@@ -64,6 +64,39 @@ pub struct Entry {
     pub raw: String,
 }
 
+impl Entry {
+    /// A result the collector accepted: a 2xx answer that surveyd did not
+    /// mark with an error (such as a receipt that failed to verify).
+    pub fn is_accepted(&self) -> bool {
+        self.event == "result" && matches!(self.status, Some(200..=299)) && self.error.is_none()
+    }
+}
+
+/// Pairs each send with the result written for it, fed the entries in log
+/// order one at a time: it holds only the sends still awaiting their
+/// result (a send a crash left without one stays there).
+#[derive(Debug, Default)]
+pub struct SendResults {
+    waiting: HashMap<u64, Entry>,
+}
+
+impl SendResults {
+    /// Takes the next entry; a result of a send gives that send and it.
+    pub fn add(&mut self, entry: Entry) -> Option<(Entry, Entry)> {
+        match entry.event.as_str() {
+            "send" => {
+                self.waiting.insert(entry.seq, entry);
+                None
+            }
+            "result" => {
+                let send = self.waiting.remove(&entry.of?)?;
+                Some((send, entry))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Reads every entry, rotated files oldest first, then the current file.
 /// A torn last line (still being written, or left by a crash) is skipped;
 /// any other unreadable line is an error. Opens nothing through a link,

@@ -3,7 +3,7 @@
 //! changed before it goes. Reads only: the audit log through its bounded,
 //! link-refusing reader, never a write.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -133,46 +133,32 @@ pub fn find_last_upload(entries: &[Entry]) -> Option<Upload> {
     last.upload
 }
 
-/// Reads the log in order: each send waits for its result, and an
-/// accepted one whose body parses becomes the last upload.
+/// Reads the log in order: the last send the collector accepted whose
+/// body parses is the last upload.
 #[derive(Default)]
 struct LastUpload {
-    waiting: HashMap<u64, Entry>,
+    pairs: audit::SendResults,
     upload: Option<Upload>,
 }
 
 impl LastUpload {
     fn add(&mut self, entry: Entry) {
-        match entry.event.as_str() {
-            "send" => {
-                self.waiting.insert(entry.seq, entry);
-            }
-            "result" => {
-                let Some(send) = entry.of.and_then(|of| self.waiting.remove(&of)) else {
-                    return;
-                };
-                if !accepted(&entry) {
-                    return;
-                }
-                let body = send.body.as_ref().map(|b| serde_json::from_str(b.get()));
-                if let Some(Ok(body)) = body {
-                    self.upload = Some(Upload {
-                        seq: send.seq,
-                        time: send.time,
-                        url: send.url.unwrap_or_default(),
-                        body,
-                    });
-                }
-            }
-            _ => {}
+        let Some((send, result)) = self.pairs.add(entry) else {
+            return;
+        };
+        if !result.is_accepted() {
+            return;
+        }
+        let body = send.body.as_ref().map(|b| serde_json::from_str(b.get()));
+        if let Some(Ok(body)) = body {
+            self.upload = Some(Upload {
+                seq: send.seq,
+                time: send.time,
+                url: send.url.unwrap_or_default(),
+                body,
+            });
         }
     }
-}
-
-/// A result the collector accepted: a 2xx answer that surveyd did not
-/// mark with an error (such as a receipt that failed to verify).
-fn accepted(result: &Entry) -> bool {
-    matches!(result.status, Some(200..=299)) && result.error.is_none()
 }
 
 /// Every key of either payload, envelope first, each part in name order.
