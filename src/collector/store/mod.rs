@@ -215,8 +215,8 @@ fn upsert_updates(excluded: &str) -> String {
 /// The store's own column beside [`wire::TABLE`]'s: when the installation
 /// reported before its last report (NULL until its second). The upserts
 /// return it so the history can tell an installation's first report of
-/// the day; nothing shows it (`report` and `export` list `wire::TABLE`),
-/// and retention deletes it with the row.
+/// the day; `report` does not show it (it lists `wire::TABLE`), and
+/// retention deletes it with the row.
 const PREVIOUS_UPDATE: &str = "previous_update";
 
 /// What an upsert's `RETURNING previous_update` says about the row before.
